@@ -1,0 +1,63 @@
+"""Header rules for both legs of the proxy.
+
+- Hop-by-hop headers (RFC 9110 7.6.1, plus any name listed in `Connection`)
+  are dropped in both directions.
+- Towards Tower: the client's `Authorization`, `Host`, `X-Proxy-Key`, cookies
+  and `Content-Length` (set again from the kept body) are dropped; the bearer
+  token is added by the caller, never here.
+- Towards the client: `Content-Length`/`Transfer-Encoding` are left to the
+  response writer; everything else passes unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_NOT_FORWARDED = HOP_BY_HOP | {
+    "host",
+    "authorization",
+    "content-length",
+    "x-proxy-key",
+    "cookie",
+    "expect",
+}
+_NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        tokens.update(part.strip().lower() for part in value.split(",") if part.strip())
+    return tokens
+
+
+def _filtered(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], dropped: Iterable[str]
+) -> CIMultiDict[str]:
+    drop = set(dropped) | _connection_tokens(headers)
+    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in drop)
+
+
+def upstream_request_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The client's headers as they may go to Tower (without any credential)."""
+    return _filtered(incoming, _NOT_FORWARDED)
+
+
+def client_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Tower's response headers as they may go back to the client."""
+    return _filtered(upstream, _NOT_RETURNED)

@@ -1,0 +1,39 @@
+"""The proxy's own error responses (SPEC section 6).
+
+JSON `{"error": CODE, "error_description": TEXT}` with `X-Tower-Proxy-Error:
+CODE`, so a client can always tell the proxy's answer from Tower's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from aiohttp import web
+
+STATUS = {
+    "not_found": 404,
+    "forbidden_host": 403,
+    "forbidden_origin": 403,
+    "unauthorized_caller": 401,
+    "method_not_allowed": 405,
+    "body_too_large": 413,
+    "bad_request": 400,
+    "reauthorization_required": 401,
+    "token_unavailable": 503,
+    "upstream_unreachable": 502,
+    "upstream_timeout": 504,
+    "shutting_down": 503,
+}
+
+
+def error_response(
+    code: str, description: str, *, retry_after: float | None = None
+) -> web.Response:
+    headers = {"X-Tower-Proxy-Error": code, "Cache-Control": "no-store"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    body = json.dumps({"error": code, "error_description": description})
+    return web.Response(
+        status=STATUS[code], text=body, content_type="application/json", headers=headers
+    )

@@ -1,0 +1,120 @@
+"""Running the app on its listener until a signal, then draining.
+
+SIGTERM/SIGINT: readiness turns 503 at once, new connections stop, in-flight
+requests (streams included) finish up to `drain_timeout`, exit 0.  A second
+signal exits at once.  A unix socket is created 0600; a stale socket file
+left by a dead process is replaced, a live one is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from .admin import Lifecycle
+from .config import TcpAddress, UnixAddress
+from .errors import ConfigError
+
+log = structlog.get_logger("proxy.server")
+
+OnReady = Callable[[list[str]], Awaitable[None] | None]
+
+
+async def serve(
+    app: web.Application,
+    address: TcpAddress | UnixAddress,
+    *,
+    lifecycle: Lifecycle,
+    drain_timeout: float,
+    on_ready: OnReady | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=drain_timeout
+    )
+    await runner.setup()
+    try:
+        await _start_site(runner, address)
+        addresses = _describe(runner.addresses)
+        log.info("listening", addresses=addresses)
+        if on_ready is not None:
+            result = on_ready(addresses)
+            if result is not None:
+                await result
+        await _wait_for_signal()
+        lifecycle.draining = True
+        log.info("draining", timeout=drain_timeout)
+    finally:
+        await runner.cleanup()
+        log.info("stopped")
+
+
+async def _start_site(runner: web.AppRunner, address: TcpAddress | UnixAddress) -> None:
+    if isinstance(address, UnixAddress):
+        _clear_stale_socket(address.path)
+        old_umask = os.umask(0o177)  # the socket is born 0600: no window for others
+        try:
+            await web.UnixSite(runner, address.path).start()
+        finally:
+            os.umask(old_umask)
+        return
+    site = web.TCPSite(runner, address.host, address.port, backlog=1024)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"server.listen: cannot listen on {address.host}:{address.port}: {exc.strerror}"
+        ) from None
+
+
+def _clear_stale_socket(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"server.listen: {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # nobody listens: a leftover of a dead process
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"server.listen: another process is listening on {path}")
+
+
+def _describe(addresses: list[object]) -> list[str]:
+    described = []
+    for address in addresses:
+        if isinstance(address, tuple):
+            host, port = address[0], address[1]
+            described.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        else:
+            described.append(f"unix:{address}")
+    return described
+
+
+async def _wait_for_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    # The handlers stay installed while draining: the second signal exits at once.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
