@@ -120,6 +120,7 @@ async def _serve(args: argparse.Namespace) -> int:
         config.server.address,
         lifecycle=app[LIFECYCLE],
         drain_timeout=config.server.drain_timeout,
+        shutdown_delay=config.server.shutdown_delay,
     )
     return EXIT_OK
 

@@ -83,6 +83,7 @@ class ServerConfig:
     read_timeout: float = 60.0
     rewrite_links: bool = True
     drain_timeout: float = 30.0
+    shutdown_delay: float = 0.0
 
     @property
     def address(self) -> TcpAddress | UnixAddress:

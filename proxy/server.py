@@ -1,6 +1,7 @@
 """Running the app on its listener until a signal, then draining.
 
-SIGTERM/SIGINT: readiness turns 503 at once, new connections stop, in-flight
+SIGTERM/SIGINT: readiness turns 503 at once, new connections stop after
+`shutdown_delay` (time for load balancers to notice), in-flight
 requests (streams included) finish up to `drain_timeout`, exit 0.  A second
 signal exits at once.  A unix socket is created 0600; a stale socket file
 left by a dead process is replaced, a live one is an error.
@@ -33,6 +34,7 @@ async def serve(
     *,
     lifecycle: Lifecycle,
     drain_timeout: float,
+    shutdown_delay: float = 0.0,
     on_ready: OnReady | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return."""
@@ -50,7 +52,9 @@ async def serve(
                 await result
         await _wait_for_signal()
         lifecycle.draining = True
-        log.info("draining", timeout=drain_timeout)
+        log.info("draining", delay=shutdown_delay, timeout=drain_timeout)
+        # Still accepting for a moment so load balancers see readiness fail first.
+        await asyncio.sleep(shutdown_delay)
     finally:
         await runner.cleanup()
         log.info("stopped")

@@ -36,15 +36,27 @@ from .secret_scan import SESSION_SECRETS, scan_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
-LOG_DIR = Path(os.environ.get("TOWER_PROXY_TEST_LOGS", "/tmp/tower-proxy-test-logs"))
+# One directory per run, so that runs side by side never mix their logs.
+LOG_DIR = Path(
+    os.environ.get("TOWER_PROXY_TEST_LOGS", f"/tmp/tower-proxy-test-logs/run-{os.getpid()}")
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     for old in LOG_DIR.glob("*"):
-        old.unlink()
-    stream = (LOG_DIR / "in-process.log").open("a", buffering=1)
-    proxy_log.configure("debug", "json", stream=stream)
+        old.unlink()  # a reused directory (TOWER_PROXY_TEST_LOGS) starts empty
+    configure_session_logging()
+
+
+_session_stream: list[Any] = []
+
+
+def configure_session_logging() -> None:
+    """(Re)point all in-process logging at the session's log file."""
+    if not _session_stream:
+        _session_stream.append((LOG_DIR / "in-process.log").open("a", buffering=1))
+    proxy_log.configure("debug", "json", stream=_session_stream[0])
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -94,22 +106,39 @@ class SandboxHandle:
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[SandboxHandle]:
-    app = create_sandbox_app(SandboxSettings(test_routes=True, random_seed=7))
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+async def make_sandbox() -> AsyncIterator[Callable[..., Awaitable[SandboxHandle]]]:
+    """Start simulators with given settings; collect their secrets at the end."""
+    handles: list[SandboxHandle] = []
     async with aiohttp.ClientSession() as session:
-        handle = SandboxHandle(server=server, state=app[SANDBOX], session=session)
-        yield handle
-        SESSION_SECRETS.update(await handle.control("GET", "/_sandbox/secrets"))
-    await server.close()
+
+        async def start(**settings: Any) -> SandboxHandle:
+            settings = {"test_routes": True, "random_seed": 7, **settings}
+            app = create_sandbox_app(SandboxSettings(**settings))
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            handles.append(SandboxHandle(server=server, state=app[SANDBOX], session=session))
+            return handles[-1]
+
+        yield start
+        for handle in handles:
+            SESSION_SECRETS.update(await handle.control("GET", "/_sandbox/secrets"))
+            await handle.server.close()
+
+
+@pytest.fixture
+async def sandbox(make_sandbox: Callable[..., Awaitable[SandboxHandle]]) -> SandboxHandle:
+    return await make_sandbox()
 
 
 def make_config(sandbox: SandboxHandle, tmp_path: Path, **server: Any) -> Config:
     settings = sandbox.state.settings
     return Config(
-        tower=TowerConfig(client_id=settings.client_id, client_secret=settings.client_secret,
-                          api_url=f"{sandbox.base}/api/v1", oauth_url=f"{sandbox.base}/oauth"),
+        tower=TowerConfig(
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            api_url=f"{sandbox.base}/api/v1",
+            oauth_url=f"{sandbox.base}/oauth",
+        ),
         server=dataclasses.replace(ServerConfig(listen="127.0.0.1:0"), **server),
         tokens=TokensConfig(path=str(tmp_path / "state" / "token.json")),
         log=LogConfig(level="debug", format="json"),
@@ -154,15 +183,17 @@ ProxyFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]
 async def make_proxy(aiohttp_client: Any) -> ProxyFactory:
     async def factory(config: Config, **kwargs: Any) -> TestClient[web.Request, web.Application]:
         client: TestClient[web.Request, web.Application] = await aiohttp_client(
-            create_app(config, **kwargs))
+            create_app(config, **kwargs)
+        )
         return client
 
     return factory
 
 
 @pytest.fixture
-async def proxy(make_proxy: ProxyFactory, config: Config,
-                logged_in: TokenSet) -> TestClient[web.Request, web.Application]:
+async def proxy(
+    make_proxy: ProxyFactory, config: Config, logged_in: TokenSet
+) -> TestClient[web.Request, web.Application]:
     return await make_proxy(config)
 
 
@@ -174,3 +205,157 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], *, timeout: float
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+@dataclasses.dataclass
+class ServeProcess:
+    """`tower-proxy serve` as a real child process on a loopback port."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def peak_rss_kib(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1])
+
+
+async def run_cli(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, log_name: str = "cli"
+) -> tuple[int, str, str]:
+    """Run `python -m proxy ARGS` to completion; its output is kept for the leak scan."""
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON,
+        "-m",
+        "proxy",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=60)
+    stdout, stderr = out.decode(), err.decode()
+    with (LOG_DIR / f"{log_name}.log").open("a") as fh:
+        fh.write(f"$ tower-proxy {' '.join(_shown(args))}\n{stderr}")
+        if args[0] != "token":  # printing the token is that command's purpose
+            fh.write(stdout)
+    assert proc.returncode is not None
+    return proc.returncode, stdout, stderr
+
+
+def _shown(args: tuple[str, ...]) -> list[str]:
+    """The command line as the log records it: the test's own secret arguments masked."""
+    return [
+        "<secret>" if i and args[i - 1] in ("--code", "--redirect-url") else arg
+        for i, arg in enumerate(args)
+    ]
+
+
+@pytest.fixture
+async def serve_process(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ServeProcess]]]:
+    started: list[ServeProcess] = []
+
+    async def start(
+        config: Config, name: str = "serve", *, wait_ready: bool = True
+    ) -> ServeProcess:
+        port = free_port()
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, listen=f"127.0.0.1:{port}")
+        )
+        path = write_config(config, tmp_path / f"{name}-{port}.toml")
+        log_path = LOG_DIR / f"{name}-{port}.log"
+        with log_path.open("ab") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                PYTHON,
+                "-m",
+                "proxy",
+                "serve",
+                "--config",
+                str(path),
+                stdout=log_file,
+                stderr=log_file,
+                cwd=ROOT,
+            )
+        process = ServeProcess(proc=proc, port=port, log_path=log_path)
+        started.append(process)
+        if wait_ready:
+            await wait_for_health(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.returncode is None:
+            process.proc.kill()
+            await process.proc.wait()
+
+
+async def wait_for_health(process: ServeProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+
+        async def healthy() -> bool:
+            if process.proc.returncode is not None:
+                raise AssertionError(
+                    f"serve exited {process.proc.returncode}: "
+                    f"{process.log_path.read_text()[-2000:]}"
+                )
+            try:
+                async with session.get(process.base + "/-/healthz") as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(healthy)
+
+
+@dataclasses.dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def raw_request(host: str, port: int, head: bytes, body: bytes = b"") -> RawResponse:
+    """Send bytes exactly as given (no client-side URL normalisation) and parse the answer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=30)
+    finally:
+        writer.close()
+    header_block, _, payload = data.partition(b"\r\n\r\n")
+    lines = header_block.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        payload = _dechunk(payload)
+    return RawResponse(status=status, headers=headers, body=payload)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
+
+
+def get_head(target: str, host: str = "127.0.0.1", extra: str = "") -> bytes:
+    return (f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").encode()

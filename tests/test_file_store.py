@@ -14,9 +14,13 @@ from proxy.tokens import FileStore, TokenSet
 
 
 def _token(generation: int) -> TokenSet:
-    return TokenSet(access_token=f"access-{generation:04d}-xxxxxxxx",
-                    refresh_token=f"refresh-{generation:04d}-xxxxxxxx",
-                    expires_at=2_000_000_000, email="a@example.com", generation=generation)
+    return TokenSet(
+        access_token=f"access-{generation:04d}-xxxxxxxx",
+        refresh_token=f"refresh-{generation:04d}-xxxxxxxx",
+        expires_at=2_000_000_000,
+        email="a@example.com",
+        generation=generation,
+    )
 
 
 async def test_save_is_compare_and_set_on_generation(tmp_path):
@@ -70,13 +74,22 @@ async def test_changed_notices_another_writer(tmp_path):
 async def test_refresh_lock_excludes_another_process(tmp_path):
     """While one process holds the lock, another cannot take it."""
     path = tmp_path / "t.json"
-    with subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import fcntl, os, sys, time
-        fd = os.open({str(path) + '.lock'!r}, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open({str(path) + ".lock"!r}, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         print("locked", flush=True)
         sys.stdin.readline()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+    """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
         assert holder.stdout.readline().strip() == "locked"
         store = FileStore(path, lock_timeout=0.3)
         try:

@@ -7,7 +7,7 @@ import gzip
 import hashlib
 import json
 
-from .conftest import free_port, make_config
+from .conftest import free_port, get_head, make_config, raw_request
 
 
 async def test_get_is_forwarded_with_the_token(proxy, sandbox, logged_in):
@@ -16,34 +16,45 @@ async def test_get_is_forwarded_with_the_token(proxy, sandbox, logged_in):
     assert response.status == 200
     assert (await response.json())["data"]["type"] == "users"
     last = (await sandbox.requests())[-1]
-    assert last["token_fingerprint"] == hashlib.sha256(
-        logged_in.access_token.encode()).hexdigest()[:8]
+    assert (
+        last["token_fingerprint"] == hashlib.sha256(logged_in.access_token.encode()).hexdigest()[:8]
+    )
 
 
 async def test_path_and_query_go_upstream_byte_exact(proxy, sandbox):
     """Percent-encoding, order and brackets are untouched."""
     target = "/api/v1/_test/echo/caf%C3%A9/a%20b?page%5Bnumber%5D=2&z=1&a=%2F&empty="
-    response = await proxy.get(target)
+    response = await raw_request(proxy.host, proxy.port, get_head(target))
     assert response.status == 200
-    assert (await response.json())["raw_path"] == target
+    assert response.json()["raw_path"] == target
 
 
 async def test_client_credentials_are_removed(proxy, sandbox, logged_in):
     """An incoming Authorization header and access_token parameter never reach Tower."""
-    response = await proxy.get("/api/v1/_test/echo?access_token=stolen&keep=1",
-                               headers={"Authorization": "Bearer clientsupplied"})
+    response = await proxy.get(
+        "/api/v1/_test/echo?access_token=stolen&keep=1",
+        headers={"Authorization": "Bearer clientsupplied"},
+    )
     echoed = await response.json()
     assert echoed["raw_path"] == "/api/v1/_test/echo?keep=1"
     last = (await sandbox.requests())[-1]
-    assert last["token_fingerprint"] == hashlib.sha256(
-        logged_in.access_token.encode()).hexdigest()[:8]
+    assert (
+        last["token_fingerprint"] == hashlib.sha256(logged_in.access_token.encode()).hexdigest()[:8]
+    )
 
 
 async def test_hop_by_hop_headers_are_dropped_both_ways(proxy):
     """Connection-listed and RFC 9110 hop-by-hop headers are not forwarded."""
-    response = await proxy.get("/api/v1/_test/echo", headers={
-        "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "TE": "trailers",
-        "Proxy-Authorization": "Basic eA==", "X-Kept": "yes"})
+    response = await proxy.get(
+        "/api/v1/_test/echo",
+        headers={
+            "Connection": "keep-alive, X-Secret-Hop",
+            "X-Secret-Hop": "1",
+            "TE": "trailers",
+            "Proxy-Authorization": "Basic eA==",
+            "X-Kept": "yes",
+        },
+    )
     headers = {k.lower(): v for k, v in (await response.json())["headers"].items()}
     assert "x-secret-hop" not in headers and "te" not in headers
     assert "proxy-authorization" not in headers
@@ -87,8 +98,7 @@ async def test_pagination_links_are_rewritten_to_the_proxy(proxy, sandbox):
     assert sandbox.base not in json.dumps(body)
 
 
-async def test_links_are_left_alone_when_rewrite_is_off(make_proxy, sandbox, tmp_path,
-                                                        logged_in):
+async def test_links_are_left_alone_when_rewrite_is_off(make_proxy, sandbox, tmp_path, logged_in):
     """rewrite_links = false passes JSON bodies untouched."""
     config = make_config(sandbox, tmp_path, rewrite_links=False)
     proxy = await make_proxy(config)

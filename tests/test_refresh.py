@@ -13,13 +13,13 @@ from proxy.tokens import FileStore
 from .conftest import login
 
 
-async def test_revoked_token_is_refreshed_once_and_post_replayed_with_same_body(
-        proxy, sandbox):
+async def test_revoked_token_is_refreshed_once_and_post_replayed_with_same_body(proxy, sandbox):
     """A POST after revocation: one refresh, the replay carries byte-identical body."""
     body = json.dumps({"x": "y" * 5000}).encode()
     await sandbox.revoke()
-    response = await proxy.post("/api/v1/_test/echo", data=body,
-                                headers={"Content-Type": "application/json"})
+    response = await proxy.post(
+        "/api/v1/_test/echo", data=body, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 200
     assert await sandbox.refreshes() == 1
     posts = [r for r in await sandbox.requests() if r["raw_path"] == "/api/v1/_test/echo"]
@@ -59,7 +59,8 @@ async def test_insufficient_scope_is_not_refreshed(make_proxy, config, sandbox):
 
 
 async def test_newer_token_in_store_is_used_without_refreshing(
-        make_proxy, config, sandbox, logged_in):
+    make_proxy, config, sandbox, logged_in
+):
     """A login done elsewhere (newer generation) is used for the retry: no refresh."""
     proxy = await make_proxy(config)
     assert (await proxy.get("/api/v1/user")).status == 200
@@ -71,7 +72,8 @@ async def test_newer_token_in_store_is_used_without_refreshing(
 
 
 async def test_invalid_grant_requires_reauthorization_without_touching_tower(
-        proxy, sandbox, config):
+    proxy, sandbox, config
+):
     """A dead refresh token → 401 reauthorization_required at once, then no Tower calls."""
     await sandbox.revoke(refresh_token=True)
     first = await proxy.get("/api/v1/user")
@@ -98,8 +100,7 @@ async def test_login_elsewhere_clears_reauthorization_without_restart(proxy, san
     assert (await proxy.get("/-/readyz")).status == 200
 
 
-async def test_transient_refresh_failure_gives_503_with_retry_after_and_backs_off(
-        proxy, sandbox):
+async def test_transient_refresh_failure_gives_503_with_retry_after_and_backs_off(proxy, sandbox):
     """Token endpoint 503 → client 503 token_unavailable + Retry-After; no call per request."""
     await sandbox.knobs(token_failures=100)
     await sandbox.revoke()
@@ -113,8 +114,7 @@ async def test_transient_refresh_failure_gives_503_with_retry_after_and_backs_of
     assert await sandbox.refreshes() == 1
 
 
-async def test_expired_token_in_backoff_is_refused_at_once(make_proxy, config, sandbox,
-                                                           logged_in):
+async def test_expired_token_in_backoff_is_refused_at_once(make_proxy, config, sandbox, logged_in):
     """Once the token has expired during a backoff, requests get 503 without any call."""
     now = [time.time()]
     proxy = await make_proxy(config, clock=lambda: now[0])
@@ -131,8 +131,9 @@ async def test_expired_token_in_backoff_is_refused_at_once(make_proxy, config, s
     assert stats["api_requests"] == api_before
 
 
-async def test_valid_token_keeps_flowing_while_refresh_backs_off(make_proxy, config, sandbox,
-                                                                 logged_in):
+async def test_valid_token_keeps_flowing_while_refresh_backs_off(
+    make_proxy, config, sandbox, logged_in
+):
     """A failed proactive refresh does not stop requests while the token is valid."""
     now = [time.time()]
     proxy = await make_proxy(config, clock=lambda: now[0])
@@ -143,8 +144,7 @@ async def test_valid_token_keeps_flowing_while_refresh_backs_off(make_proxy, con
     assert await sandbox.refreshes() == 1
 
 
-async def test_proactive_refresh_happens_before_expiry_once(make_proxy, config, sandbox,
-                                                            logged_in):
+async def test_proactive_refresh_happens_before_expiry_once(make_proxy, config, sandbox, logged_in):
     """Inside the margin the manager refreshes once, keyed on the generation."""
     now = [time.time()]
     proxy = await make_proxy(config, clock=lambda: now[0])
@@ -159,8 +159,7 @@ async def test_proactive_refresh_happens_before_expiry_once(make_proxy, config, 
     assert stored is not None and stored.generation == 2
 
 
-async def test_expired_token_is_refreshed_before_forwarding(make_proxy, config, sandbox,
-                                                            logged_in):
+async def test_expired_token_is_refreshed_before_forwarding(make_proxy, config, sandbox, logged_in):
     """A token past expiry is refreshed first; the upstream sees one request."""
     now = [time.time()]
     proxy = await make_proxy(config, clock=lambda: now[0])
@@ -186,5 +185,4 @@ async def test_refreshed_token_set_is_persisted_before_use(proxy, sandbox, confi
     stored = await FileStore(config.token_path).load()
     assert stored is not None and stored.generation == 2
     last = (await sandbox.requests())[-1]
-    assert last["token_fingerprint"] == hashlib.sha256(
-        stored.access_token.encode()).hexdigest()[:8]
+    assert last["token_fingerprint"] == hashlib.sha256(stored.access_token.encode()).hexdigest()[:8]

@@ -1,0 +1,153 @@
+"""The command line as users run it: real processes against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import aiohttp
+
+from .conftest import (
+    LOG_DIR,
+    PYTHON,
+    ROOT,
+    free_port,
+    make_config,
+    run_cli,
+    wait_until,
+    write_config,
+)
+
+
+async def test_login_with_code_then_status_token_logout(sandbox, config, tmp_path):
+    """login --code stores a token; status shows no secret; token prints it; logout forgets."""
+    path = str(write_config(config, tmp_path / "c.toml"))
+    code = sandbox.state.issue_code()
+    rc, out, err = await run_cli("login", "--config", path, "--code", code)
+    assert rc == 0, err
+    assert "Logged in as" in out
+    rc, out, _ = await run_cli("status", "--config", path, "--json")
+    state = json.loads(out)
+    assert rc == 0 and state["logged_in"] and state["generation"] == 1
+    stored = config.token_path.read_text()
+    assert json.loads(stored)["access_token"] not in out
+    rc, out, _ = await run_cli("token", "--config", path)
+    assert rc == 0 and out.strip() == json.loads(stored)["access_token"]
+    rc, out, _ = await run_cli("logout", "--config", path)
+    assert rc == 0 and "forgotten" in out
+    rc, out, _ = await run_cli("status", "--config", path)
+    assert rc == 1 and "Not logged in" in out
+
+
+async def test_login_accepts_a_pasted_redirect_url(sandbox, config, tmp_path):
+    """The whole redirect URL pasted on stdin is understood."""
+    path = str(write_config(config, tmp_path / "c.toml"))
+    code = sandbox.state.issue_code()
+    pasted = f"https://localhost/callback?code={code}\n"
+    rc, _, err = await run_cli("login", "--config", path, "--no-browser", stdin=pasted)
+    assert rc == 0, err
+    assert "/oauth/authorize?client_id=" in err
+    assert json.loads(config.token_path.read_text())["generation"] == 1
+
+
+async def test_login_redirect_url_flag(sandbox, config, tmp_path):
+    """--redirect-url takes the code out of the URL."""
+    path = str(write_config(config, tmp_path / "c.toml"))
+    code = sandbox.state.issue_code()
+    rc, _, err = await run_cli(
+        "login",
+        "--config",
+        path,
+        "--redirect-url",
+        f"https://localhost/callback?code={code}&state=x",
+    )
+    assert rc == 0, err
+
+
+async def test_login_handles_otp_required(make_sandbox, tmp_path):
+    """A two-factor account: login asks for the one-time code and succeeds."""
+    sandbox = await make_sandbox(otp_code="424242")
+    config = make_config(sandbox, tmp_path)
+    path = str(write_config(config, tmp_path / "c.toml"))
+    code = sandbox.state.issue_code()
+    rc, _, err = await run_cli("login", "--config", path, "--code", code, stdin="424242\n")
+    assert rc == 0, err
+    assert "one-time code" in err
+    assert (await sandbox.stats())["token_responses"]["otp_required"] == 1
+
+
+async def test_token_command_refreshes_an_expired_token(sandbox, config, tmp_path, logged_in):
+    """`token` on an expired set refreshes once and prints the new token."""
+    path = str(write_config(config, tmp_path / "c.toml"))
+    data = json.loads(config.token_path.read_text())
+    data["expires_at"] = 1000
+    config.token_path.write_text(json.dumps(data))
+    rc, out, err = await run_cli("token", "--config", path)
+    assert rc == 0, err
+    assert out.strip() != logged_in.access_token
+    assert await sandbox.refreshes() == 1
+
+
+async def test_bad_config_exits_2_with_one_line(tmp_path):
+    """A bad key: exit 2, one line naming it, no traceback."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[server]\nlisten = "0.0.0.0:80"\nbogus = 1\n')
+    rc, out, err = await run_cli("check-config", "--config", str(path))
+    assert rc == 2
+    assert err.count("\n") == 1 and "server.bogus" in err
+    assert "Traceback" not in err + out
+
+
+async def test_serve_without_token_exits_2(config, tmp_path):
+    """serve with an empty store: one clear line naming the fix, exit 2."""
+    path = str(write_config(config, tmp_path / "c.toml"))
+    rc, _, err = await run_cli("serve", "--config", path)
+    assert rc == 2
+    assert "tower-proxy login" in err and "Traceback" not in err
+
+
+async def test_wrong_client_secret_login_fails_cleanly(sandbox, config, tmp_path):
+    """Tower's invalid_client is reported in one line, exit 1."""
+    path = tmp_path / "c.toml"
+    write_config(config, path)
+    path.write_text(path.read_text().replace('"sandbox-secret"', '"wrong-secret-value"'))
+    rc, _, err = await run_cli("login", "--config", str(path), "--code", "whatever")
+    assert rc == 1
+    assert "invalid_client" in err and "Traceback" not in err
+
+
+async def test_sandbox_command_serves_an_authorized_proxy(tmp_path):
+    """`tower-proxy sandbox` prints curl lines and answers through the proxy; SIGTERM exits 0."""
+    port = free_port()
+    log_path = LOG_DIR / f"sandbox-command-{port}.log"
+    with log_path.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            PYTHON,
+            "-m",
+            "proxy",
+            "sandbox",
+            "--port",
+            str(port),
+            "--token-ttl",
+            "60",
+            stdout=out,
+            stderr=out,
+            cwd=ROOT,
+        )
+    try:
+        await wait_until(lambda: _printed(log_path, "curl -s"))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/api/v1/user") as response:
+                assert response.status == 200
+                assert (await response.json())["data"]["attributes"]["email"]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _printed(path, text) -> bool:
+    return text in path.read_text()
