@@ -96,7 +96,7 @@ class OAuthClient:
             raise TokenEndpointUnavailable("token endpoint timed out") from None
         except aiohttp.ClientError as exc:
             raise TokenEndpointUnavailable(
-                f"token endpoint unreachable ({type(exc).__name__})"
+                f"token endpoint unreachable ({type(exc).__name__}: {exc})"
             ) from None
         return _interpret(status, body)
 

@@ -10,7 +10,7 @@ import time
 from proxy.app import TOKENS
 from proxy.tokens import FileStore
 
-from .conftest import login
+from .conftest import login, wait_until
 
 
 async def test_revoked_token_is_refreshed_once_and_post_replayed_with_same_body(proxy, sandbox):
@@ -186,3 +186,29 @@ async def test_refreshed_token_set_is_persisted_before_use(proxy, sandbox, confi
     assert stored is not None and stored.generation == 2
     last = (await sandbox.requests())[-1]
     assert last["token_fingerprint"] == hashlib.sha256(stored.access_token.encode()).hexdigest()[:8]
+
+
+async def test_proactive_loop_refreshes_by_itself_near_expiry(
+    make_proxy, config, sandbox, logged_in
+):
+    """The background loop, on its own, refreshes once when the wall clock nears expiry."""
+    holder = {}
+
+    def clock() -> float:
+        # Just before expiry (a machine waking up) until the refresh lands, then real time.
+        current = holder["manager"].current if "manager" in holder else None
+        if current is None or current.generation == 1:
+            return logged_in.expires_at - 1
+        return time.time()
+
+    proxy = await make_proxy(config, clock=clock, proactive_tick=0.01)
+    holder["manager"] = manager = proxy.app[TOKENS]
+
+    async def refreshed() -> bool:
+        return manager.current is not None and manager.current.generation >= 2
+
+    await wait_until(refreshed)
+    for _ in range(20):  # let the loop run more ticks: the fresh token needs no refresh
+        await asyncio.sleep(0.01)
+    assert await sandbox.refreshes() == 1
+    assert manager.current.generation == 2
