@@ -1,36 +1,84 @@
-"""Admin endpoints under `/-/` (never forwarded): probes and the token state.
+"""Admin endpoints under `/-/` (never forwarded): probes, metrics, token state, quit.
 
-Readiness never calls Tower: it reports what the process already knows.
+- `healthz`: the process serves (liveness).  Never depends on Tower or the store.
+- `startupz`: the first token load has finished (a Kubernetes startupProbe).
+- `readyz`: a usable token is held and the proxy is not draining.  It reports
+  what the process already knows and never calls Tower.
+- `metrics`: Prometheus text from the app's own registry.
+- `token`: the redacted token state (never the token).
+- `quit`: `POST` from a loopback peer starts the same drain as SIGTERM, for
+  pods whose main container has finished (Kubernetes Jobs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
+import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from .config import is_loopback_host
+from .metrics import Metrics
+from .responses import error_response
 from .tokens.manager import TokenManager
+
+log = structlog.get_logger("proxy.admin")
 
 
 @dataclass(slots=True)
 class Lifecycle:
-    """Process-wide serving state, flipped by signal handlers."""
+    """Process-wide serving state: flipped by signal handlers and `/-/quit`."""
 
     draining: bool = False
+    # Set once a stop was asked for (signal or quit); `serve` waits on it.
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_stop(self) -> bool:
+        """Ask `serve` to drain and stop; False when a stop was already asked for."""
+        if self.stop_requested.is_set():
+            return False
+        self.stop_requested.set()
+        return True
 
 
 def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def readyz(lifecycle: Lifecycle, tokens: TokenManager) -> web.Response:
-    reason = "draining" if lifecycle.draining else tokens.problem()
+def startupz(tokens: TokenManager | None) -> web.Response:
+    if tokens is not None and tokens.loaded:
+        return web.json_response({"status": "started"})
+    return web.json_response(
+        {"status": "starting", "reason": "token store not loaded yet"}, status=503
+    )
+
+
+def readyz(lifecycle: Lifecycle, tokens: TokenManager | None) -> web.Response:
+    reason = _not_ready_reason(lifecycle, tokens)
     if reason is None:
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "not ready", "reason": reason}, status=503)
 
 
-def token_state(tokens: TokenManager) -> web.Response:
+def _not_ready_reason(lifecycle: Lifecycle, tokens: TokenManager | None) -> str | None:
+    if lifecycle.draining or lifecycle.stop_requested.is_set():
+        return "draining"
+    if tokens is None:
+        return "starting"
+    return tokens.problem()
+
+
+def metrics(registry: Metrics) -> web.Response:
+    response = web.Response(body=registry.render(), headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def token_state(tokens: TokenManager | None) -> web.Response:
+    if tokens is None:
+        return error_response("token_unavailable", "the proxy is still starting", retry_after=1)
     current = tokens.current
     now = tokens.now()
     state: dict[str, object] = {"store": tokens.store.description, "problem": tokens.problem()}
@@ -41,3 +89,23 @@ def token_state(tokens: TokenManager) -> web.Response:
         state["last_refresh"] = {"at": round(at), "outcome": outcome}
     state["refresh_outcomes"] = dict(tokens.outcomes)
     return web.json_response(state, headers={"Cache-Control": "no-store"})
+
+
+def quit_(request: web.Request, lifecycle: Lifecycle) -> web.Response:
+    if not from_loopback(request):
+        return error_response("forbidden_host", "/-/quit answers only to loopback callers")
+    first = lifecycle.request_stop()
+    if first:
+        log.info("quit_requested", via="POST /-/quit")
+    return web.json_response({"status": "quitting" if first else "already quitting"})
+
+
+def from_loopback(request: web.Request) -> bool:
+    """True for a loopback TCP peer or a unix-socket peer (the socket is 0600)."""
+    transport = request.transport
+    if transport is None:
+        return False
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return is_loopback_host(str(peer[0]))
+    return True  # a unix socket: only this user (or root) can connect to it

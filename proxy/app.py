@@ -21,10 +21,12 @@ from aiohttp import web
 from . import admin
 from .admin import Lifecycle
 from .config import Config
+from .egress import egress_for
 from .errors import Refused
 from .forward import Exchange, Forwarder, incoming_request_id
 from .guard import Guard
 from .log import SECRETS
+from .metrics import Metrics
 from .oauth import OAuthClient, ssl_context
 from .responses import error_response
 from .rewrite import LinkRewriter
@@ -40,8 +42,13 @@ STORE = web.AppKey("store", TokenStore)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 TOKENS = web.AppKey("tokens", TokenManager)
 FORWARDER = web.AppKey("forwarder", Forwarder)
+METRICS = web.AppKey("metrics", Metrics)
+MAIN_APP = web.AppKey("main_app", web.Application)  # on the admin listener's app
 
-_PROBES = frozenset({"/-/healthz", "/-/readyz"})
+# Probes answer without the guard: kubelet calls them by pod IP, with no key.
+_PROBES = frozenset({"/-/healthz", "/-/readyz", "/-/startupz"})
+# Not worth a request log line: polled every few seconds by machines.
+_QUIET = _PROBES | {"/-/metrics"}
 
 
 def create_app(
@@ -60,6 +67,8 @@ def create_app(
     )
     app[LIFECYCLE] = Lifecycle()
     app[STORE] = store if store is not None else make_store(config)
+    lifecycle = app[LIFECYCLE]
+    app[METRICS] = Metrics(tokens=lambda: app.get(TOKENS), draining=lambda: lifecycle.draining)
     SECRETS.add(config.tower.client_secret, *(k.decode() for k in app[GUARD].keys))
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_token_manager(clock, proactive_tick))
@@ -93,7 +102,7 @@ def _token_manager(
             app[STORE], oauth, refresh_margin=config.tokens.refresh_margin, clock=clock
         )
         app[TOKENS] = manager
-        app[FORWARDER] = _forwarder(config, app[SESSION], manager)
+        app[FORWARDER] = _forwarder(config, app[SESSION], manager, app[METRICS])
         await manager.load()
         task = asyncio.create_task(manager.run_proactive(proactive_tick))
         yield
@@ -105,8 +114,12 @@ def _token_manager(
     return context
 
 
-def _forwarder(config: Config, session: aiohttp.ClientSession, tokens: TokenManager) -> Forwarder:
+def _forwarder(
+    config: Config, session: aiohttp.ClientSession, tokens: TokenManager, metrics: Metrics
+) -> Forwarder:
     server = config.server
+    egress = egress_for(config.tower.api_url, enabled=config.tower.use_env_proxy)
+    log.info("upstream", api_url=config.tower.api_url, egress=egress.describe())
     return Forwarder(
         upstream=Upstream.from_config(config.tower.api_url, server.prefix),
         session=session,
@@ -117,14 +130,34 @@ def _forwarder(config: Config, session: aiohttp.ClientSession, tokens: TokenMana
         timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=server.connect_timeout, sock_read=server.read_timeout
         ),
+        metrics=metrics,
+        egress=egress,
     )
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     app = request.app
     exchange = Exchange(request_id=incoming_request_id(request.headers) or uuid.uuid4().hex)
-    response = await _answer(request, app, exchange)
+    if request.raw_path.startswith("/-/"):
+        response = await _answer(request, app, exchange)
+    else:
+        response = await _answer_counted(request, app, exchange)
     _log_exchange(request, response, exchange)
+    return response
+
+
+async def _answer_counted(
+    request: web.Request, app: web.Application, exchange: Exchange
+) -> web.StreamResponse:
+    metrics = app[METRICS]
+    metrics.in_flight.inc()
+    try:
+        response = await _answer(request, app, exchange)
+    finally:
+        metrics.in_flight.dec()
+    metrics.observe_request(
+        request.method, response.status, replayed=exchange.replayed, error=exchange.error
+    )
     return response
 
 
@@ -139,6 +172,8 @@ async def _answer(
         exchange.error = exc.code
         return error_response(exc.code, exc.description)
     if raw_path.startswith("/-/"):
+        if app[CONFIG].server.admin_listen:
+            return error_response("not_found", "admin endpoints answer on server.admin_listen")
         return _admin(request, app, raw_path.split("?", 1)[0])
     if app[LIFECYCLE].draining:
         exchange.error = "shutting_down"
@@ -147,20 +182,67 @@ async def _answer(
 
 
 def _admin(request: web.Request, app: web.Application, path: str) -> web.StreamResponse:
+    if path == "/-/quit":
+        if request.method != "POST":
+            return error_response("method_not_allowed", "/-/quit takes POST")
+        return admin.quit_(request, app[LIFECYCLE])
     if request.method not in ("GET", "HEAD"):
         return error_response("method_not_allowed", f"{request.method} is not allowed here")
     if path == "/-/healthz":
         return admin.healthz(request)
     if path == "/-/readyz":
-        return admin.readyz(app[LIFECYCLE], app[TOKENS])
+        return admin.readyz(app[LIFECYCLE], app.get(TOKENS))
+    if path == "/-/startupz":
+        return admin.startupz(app.get(TOKENS))
+    if path == "/-/metrics":
+        return admin.metrics(app[METRICS])
     if path == "/-/token":
-        return admin.token_state(app[TOKENS])
+        return admin.token_state(app.get(TOKENS))
     return error_response("not_found", f"no admin endpoint {path}")
+
+
+def create_admin_app(main: web.Application) -> web.Application:
+    """The app behind `server.admin_listen`: only `/-/` endpoints, sharing `main`'s state.
+
+    Probes and metrics answer there without the Host/key guard (scrapers and
+    kubelet address the pod IP; neither carries a secret); `/-/token` and
+    `/-/quit` keep the guard, and quit also wants a loopback peer.
+    """
+    admin_app = web.Application()
+    admin_app[MAIN_APP] = main
+    admin_app.router.add_route("*", "/{tail:.*}", _admin_listener_dispatch)
+    return admin_app
+
+
+async def _admin_listener_dispatch(request: web.Request) -> web.StreamResponse:
+    app = request.app[MAIN_APP]
+    path = request.raw_path.split("?", 1)[0]
+    exchange = Exchange(request_id=incoming_request_id(request.headers) or uuid.uuid4().hex)
+    response: web.StreamResponse
+    if not path.startswith("/-/"):
+        exchange.error = "not_found"
+        response = error_response("not_found", "only /-/ endpoints answer on this address")
+    else:
+        response = _admin_guarded(request, app, path, exchange)
+    _log_exchange(request, response, exchange)
+    return response
+
+
+def _admin_guarded(
+    request: web.Request, app: web.Application, path: str, exchange: Exchange
+) -> web.StreamResponse:
+    try:
+        if path not in _QUIET:
+            app[GUARD].check_request(request)
+    except Refused as exc:
+        exchange.error = exc.code
+        return error_response(exc.code, exc.description)
+    return _admin(request, app, path)
 
 
 def _log_exchange(request: web.Request, response: web.StreamResponse, exchange: Exchange) -> None:
     path = request.raw_path.split("?", 1)[0]
-    if path in _PROBES:
+    if path in _QUIET:
         return
     log.info(
         "request",

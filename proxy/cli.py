@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -18,13 +19,15 @@ from typing import Any
 import aiohttp
 
 from . import log as logging_setup
-from .app import LIFECYCLE, create_app
-from .config import Config, load_config, masked
-from .errors import ConfigError, NoToken, ProxyError
+from .app import LIFECYCLE, create_admin_app, create_app
+from .config import Config, TcpAddress, load_config, masked
+from .errors import ConfigError, NoToken, ProxyError, StoreUnavailable
+from .healthcheck import probe
 from .login import ask_stdin, code_from_input, exchange, open_browser, store_login
 from .oauth import OAuthClient, authorize_url, new_state, ssl_context
 from .server import serve
-from .tokens import TokenManager, make_store
+from .tokens import TokenManager, TokenSet, TokenStore, make_store
+from .workers import run_workers
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
@@ -38,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
     try:
+        if args.command == "serve":
+            return _serve_processes(args)
         return int(asyncio.run(args.run(args)))
     except ConfigError as exc:
         _fail(f"config error: {exc}")
@@ -84,6 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     command("token", _token, "print a valid access token (refreshing if needed)")
     command("logout", _logout, "forget the stored token set")
     command("check-config", _check_config, "validate and print the effective config")
+    migrate = command(
+        "migrate-store",
+        _migrate_store,
+        "move the stored token set from one store to another, without a new login",
+    )
+    migrate.add_argument("--from", dest="source", choices=("file", "redis"), required=True)
+    migrate.add_argument("--to", dest="target", choices=("file", "redis"), required=True)
+    migrate.add_argument(
+        "--force", action="store_true", help="replace a token set the target already holds"
+    )
+    health = command(
+        "healthcheck", _healthcheck, "exit 0 when the running proxy is ready (container probe)"
+    )
+    health.add_argument("--live", action="store_true", help="ask /-/healthz, not /-/readyz")
+    health.add_argument("--timeout", type=float, default=5.0, metavar="S", help="default 5")
     sandbox = command("sandbox", _sandbox, "run the Tower simulator and a proxy wired to it")
     sandbox.add_argument("--port", type=int, default=8730, help="proxy port (default 8730)")
     sandbox.add_argument(
@@ -92,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         default=7199,
         metavar="S",
         help="token lifetime in seconds, to watch refreshes happen",
+    )
+    sandbox.add_argument("--seed", metavar="FILE", help="seed data JSON (default: the bundled one)")
+    sandbox.add_argument("--latency-ms", type=int, default=0, help="simulated API latency")
+    sandbox.add_argument(
+        "--error-rate", type=float, default=0.0, help="share of API calls answered 500"
     )
     return parser
 
@@ -108,21 +133,71 @@ def _configure_logging(config: Config) -> None:
 # -- serve -----------------------------------------------------------------
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def _serve_processes(args: argparse.Namespace) -> int:
+    """One process, or `server.workers` forked ones sharing the port (proxy/workers.py)."""
+    config = _config(args, listen=args.listen)
+    address = config.server.address
+    if config.server.workers > 1 and isinstance(address, TcpAddress):
+        listen = "[{}]:{}" if ":" in address.host else "{}:{}"
+
+        def serve_one(resolved: TcpAddress) -> int:
+            args.listen = listen.format(resolved.host, resolved.port)
+            return _serve_on_loop(args, config, reuse_port=True)
+
+        return run_workers(config.server.workers, address, serve_one)
+    return _serve_on_loop(args, config, reuse_port=False)
+
+
+def _serve_on_loop(args: argparse.Namespace, config: Config, *, reuse_port: bool) -> int:
+    # uvloop roughly halves the event loop's share of a proxied request (bench/).
+    with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
+        return int(runner.run(_serve(args, reuse_port=reuse_port)))
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None  # "auto" without uvloop installed; "uvloop" was checked at config load
+    return uvloop.new_event_loop
+
+
+async def _serve(args: argparse.Namespace, *, reuse_port: bool = False) -> int:
     config = _config(args, listen=args.listen)
     _configure_logging(config)
     store = make_store(config)
-    if await store.load() is None:
-        raise NoToken(f"no token stored in {store.description}: run `tower-proxy login` first")
+    await _require_stored_token(store)
     app = create_app(config, store=store)
+    admin_address = config.server.admin_address
     await serve(
         app,
         config.server.address,
         lifecycle=app[LIFECYCLE],
         drain_timeout=config.server.drain_timeout,
         shutdown_delay=config.server.shutdown_delay,
+        admin=(create_admin_app(app), admin_address) if admin_address else None,
+        reuse_port=reuse_port,
     )
     return EXIT_OK
+
+
+async def _require_stored_token(store: TokenStore) -> None:
+    """Exit 2 when a reachable store is empty; an unreachable one starts not-ready."""
+    try:
+        stored = await store.load()
+    except StoreUnavailable as exc:
+        _fail(f"warning: {exc}; serving not-ready until the token store is reachable")
+        return
+    if stored is None:
+        raise NoToken(f"no token stored in {store.description}: run `tower-proxy login` first")
+
+
+async def _healthcheck(args: argparse.Namespace) -> int:
+    result = await probe(_config(args), live=args.live, deadline=args.timeout)
+    print(result.summary)
+    return EXIT_OK if result.ok else EXIT_FAIL
 
 
 # -- login -----------------------------------------------------------------
@@ -262,13 +337,63 @@ async def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _migrate_store(args: argparse.Namespace) -> int:
+    """Copy the set into the target (compare-and-set), then forget it in the source.
+
+    Both stores come from the same config (`tokens.path`, `tokens.redis_*`).
+    The set keeps its refresh token, so exactly one store may hold it
+    afterwards: two stores refreshing the same chain would break it.  Stop
+    the proxies using the source store first.
+    """
+    if args.source == args.target:
+        raise ConfigError("migrate-store: --from and --to name the same store")
+    config = _config(args)
+    source, target = make_store(config, args.source), make_store(config, args.target)
+    try:
+        moved = await _move_token_set(source, target, force=args.force)
+    finally:
+        await source.close()
+        await target.close()
+    print(
+        f"Moved token set (generation {moved.generation}, {moved.fingerprint}) from "
+        f"{source.description} to {target.description}; set tokens.store = "
+        f'"{args.target}" for every proxy sharing this identity.'
+    )
+    return EXIT_OK
+
+
+async def _move_token_set(source: TokenStore, target: TokenStore, *, force: bool) -> TokenSet:
+    async with target.refresh_lock():  # a proxy on the target must not refresh meanwhile
+        current = await source.load()
+        if current is None:
+            raise NoToken(f"no token set stored in {source.description}")
+        existing = await target.load()
+        if existing is not None and not force:
+            raise ProxyError(
+                f"{target.description} already holds a token set (generation "
+                f"{existing.generation}); add --force to replace it"
+            )
+        held = existing.generation if existing else 0
+        moved = dataclasses.replace(current, generation=max(current.generation, held + 1))
+        if not await target.save(moved, expected_generation=held):
+            raise ProxyError(f"{target.description} changed during the move; run it again")
+    await source.delete()
+    return moved
+
+
 # -- sandbox ---------------------------------------------------------------
 
 
 async def _sandbox(args: argparse.Namespace) -> int:
     from .sandbox_command import run_sandbox  # imports the simulator only when used
 
-    return await run_sandbox(port=args.port, token_ttl=args.token_ttl)
+    return await run_sandbox(
+        port=args.port,
+        token_ttl=args.token_ttl,
+        seed_file=args.seed,
+        latency_ms=args.latency_ms,
+        error_rate=args.error_rate,
+    )
 
 
 def _session(config: Config) -> aiohttp.ClientSession:

@@ -10,6 +10,7 @@ package parses configuration.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import re
@@ -50,6 +51,7 @@ class TowerConfig:
     api_url: str = "https://tower.im/api/v1"
     oauth_url: str = "https://tower.im/oauth"
     ca_file: str = ""
+    use_env_proxy: bool = True  # HTTPS_PROXY/NO_PROXY for api_url and the token endpoint
 
     @property
     def token_url(self) -> str:
@@ -84,10 +86,30 @@ class ServerConfig:
     rewrite_links: bool = True
     drain_timeout: float = 30.0
     shutdown_delay: float = 0.0
+    admin_listen: str = ""  # probes, metrics, quit on their own address; "" = on listen
+    workers: int = 1  # processes serving `listen` together (SO_REUSEPORT); TCP only
+    event_loop: str = "auto"  # "auto" (uvloop when installed), "uvloop" or "asyncio"
+    # Security (issue 4): who may connect, what may pass, how much a client may hold.
+    unix_socket_mode: str = "0600"
+    allowed_uids: tuple[int, ...] = ()  # unix socket: peer uids (SO_PEERCRED) allowed
+    allow_paths: tuple[str, ...] = ()  # regexes on the decoded path under prefix
+    deny_paths: tuple[str, ...] = ()
+    read_only: bool = False  # only GET, HEAD, OPTIONS are forwarded
+    max_header_size: int = field(default=16 * 1024, metadata=_SIZE)
+    max_connections: int = 512
+    client_timeout: float = 30.0  # idle keep-alive, request head, stalled body
 
     @property
     def address(self) -> TcpAddress | UnixAddress:
         return parse_listen(self.listen)
+
+    @property
+    def socket_mode(self) -> int:
+        return int(self.unix_socket_mode, 8)
+
+    @property
+    def admin_address(self) -> TcpAddress | UnixAddress | None:
+        return parse_listen(self.admin_listen) if self.admin_listen else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +117,10 @@ class TokensConfig:
     store: str = "file"
     path: str = "~/.local/state/tower-proxy/token.json"
     redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_SECRET)
+    redis_password: str = field(default="", metadata=_SECRET)  # overrides one in the URL
+    redis_password_file: str = ""
+    redis_key_prefix: str = "tower-proxy:"
+    redis_lock_ttl: float = 10.0  # seconds; a dead lock holder frees the fleet after this
     refresh_margin: float = 300.0
 
 
@@ -152,6 +178,7 @@ def load_config(
     parts = {name: _build_section(name, cls, merged[name]) for name, cls in _SECTIONS.items()}
     config = Config(**parts, source=str(file_path or ""))
     config = _resolve_secret_files(config)
+    config = _resolve_redis_password_file(config)
     _validate(config)
     return config
 
@@ -270,6 +297,14 @@ def _as_list(value: object, from_env: bool) -> tuple[str, ...]:
     raise TypeError(f"expected a list of strings, got {_describe(value)}")
 
 
+def _as_int_list(value: object, from_env: bool) -> tuple[int, ...]:
+    if from_env and isinstance(value, str):
+        return tuple(_as_int(part, True) for part in _as_list(value, True))
+    if isinstance(value, list):
+        return tuple(_as_int(item, from_env) for item in value)
+    raise TypeError(f"expected a list of whole numbers, got {_describe(value)}")
+
+
 def _as_size(value: object, from_env: bool) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
@@ -299,6 +334,7 @@ _PARSERS: dict[str, Callable[[object, bool], object]] = {
     "float": _as_float,
     "int": _as_int,
     "tuple[str, ...]": _as_list,
+    "tuple[int, ...]": _as_int_list,
     "size": _as_size,
 }
 
@@ -346,6 +382,36 @@ def _resolve_secret_files(config: Config) -> Config:
     return dataclasses.replace(config, tower=dataclasses.replace(tower, client_secret=secret))
 
 
+def _resolve_redis_password_file(config: Config) -> Config:
+    tokens = config.tokens
+    if not tokens.redis_password_file:
+        return config
+    if tokens.redis_password:
+        raise ConfigError(
+            "tokens.redis_password_file: set either redis_password or redis_password_file, not both"
+        )
+    try:
+        password = Path(tokens.redis_password_file).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"tokens.redis_password_file: cannot read {tokens.redis_password_file}: {exc.strerror}"
+        ) from None
+    return dataclasses.replace(config, tokens=dataclasses.replace(tokens, redis_password=password))
+
+
+def _validate_redis(tokens: TokensConfig) -> None:
+    url = URL(tokens.redis_url)
+    if url.scheme not in {"redis", "rediss", "unix"} or not (url.host or url.path):
+        raise ConfigError(
+            "tokens.redis_url: expected redis://[:PASSWORD@]HOST:PORT/DB, rediss://... (TLS) "
+            "or unix:///path/redis.sock"
+        )
+    if tokens.redis_lock_ttl < 1:
+        raise ConfigError(
+            f"tokens.redis_lock_ttl: must be at least 1 second, got {tokens.redis_lock_ttl:g}"
+        )
+
+
 def _validate(config: Config) -> None:
     _validate_upstream_url("tower.api_url", config.tower.api_url)
     _validate_upstream_url("tower.oauth_url", config.tower.oauth_url)
@@ -353,6 +419,8 @@ def _validate(config: Config) -> None:
     _validate_server(config.server)
     if config.tokens.store not in {"file", "redis"}:
         raise ConfigError(f'tokens.store: expected "file" or "redis", got {config.tokens.store!r}')
+    if config.tokens.store == "redis":
+        _validate_redis(config.tokens)
     if config.log.level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(
             f"log.level: expected debug, info, warning or error, got {config.log.level!r}"
@@ -397,8 +465,76 @@ def _validate_server(server: ServerConfig) -> None:
             f"set server.inbound_keys_file so callers must send X-Proxy-Key, "
             f"or listen on 127.0.0.1"
         )
+    if server.admin_listen:
+        try:
+            admin = parse_listen(server.admin_listen)
+        except ValueError as exc:
+            raise ConfigError(f"server.admin_listen: {exc}") from None
+        if admin == address and not (isinstance(admin, TcpAddress) and admin.port == 0):
+            raise ConfigError("server.admin_listen: must differ from server.listen")
+    _validate_processes(server, address)
     if server.read_timeout <= 0 or server.connect_timeout <= 0:
         raise ConfigError("server.read_timeout/connect_timeout: must be greater than 0")
+    _validate_security(server, address)
+
+
+def _validate_security(server: ServerConfig, address: TcpAddress | UnixAddress) -> None:
+    _validate_socket_mode(server)
+    if server.allowed_uids and not isinstance(address, UnixAddress):
+        raise ConfigError(
+            "server.allowed_uids: peer credentials exist only on a unix socket; "
+            'set server.listen = "unix:/path.sock" or remove allowed_uids'
+        )
+    for key in ("allow_paths", "deny_paths"):
+        for pattern in getattr(server, key):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"server.{key}: {pattern!r} is not a regular expression: {exc}"
+                ) from None
+    for origin in server.allowed_origins:
+        url = URL(origin)
+        if url.scheme not in {"http", "https"} or not url.host or url.path not in {"", "/"}:
+            raise ConfigError(
+                f"server.allowed_origins: expected an origin such as "
+                f'"http://localhost:3000" (no "*", no path), got {origin!r}'
+            )
+    if server.max_header_size < 1024:
+        raise ConfigError("server.max_header_size: must be at least 1KiB")
+    if server.client_timeout <= 0:
+        raise ConfigError("server.client_timeout: must be greater than 0")
+
+
+def _validate_socket_mode(server: ServerConfig) -> None:
+    if not re.fullmatch(r"0?[0-7]{3}", server.unix_socket_mode):
+        raise ConfigError(
+            f'server.unix_socket_mode: expected an octal mode such as "0600", '
+            f"got {server.unix_socket_mode!r}"
+        )
+    if server.socket_mode & 0o600 != 0o600:
+        raise ConfigError("server.unix_socket_mode: the owner needs read and write (0600)")
+    if server.socket_mode & 0o007 and not server.allowed_uids:
+        raise ConfigError(
+            f"server.unix_socket_mode: {server.unix_socket_mode} lets every local user "
+            f"use the token; use 0660 with a group, or list server.allowed_uids"
+        )
+
+
+def _validate_processes(server: ServerConfig, address: TcpAddress | UnixAddress) -> None:
+    if not 1 <= server.workers <= 64:
+        raise ConfigError(f"server.workers: expected 1 to 64, got {server.workers}")
+    if server.workers > 1 and isinstance(address, UnixAddress):
+        raise ConfigError("server.workers: more than 1 needs a TCP listen address (SO_REUSEPORT)")
+    if server.workers > 1 and server.admin_listen:
+        # Each worker has its own metrics and readiness: one admin port cannot speak for all.
+        raise ConfigError("server.workers: more than 1 cannot be combined with admin_listen")
+    if server.event_loop not in {"auto", "uvloop", "asyncio"}:
+        raise ConfigError(
+            f'server.event_loop: expected "auto", "uvloop" or "asyncio", got {server.event_loop!r}'
+        )
+    if server.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError('server.event_loop: "uvloop" is not installed (pip install uvloop)')
 
 
 def masked(config: Config) -> dict[str, dict[str, object]]:

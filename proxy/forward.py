@@ -19,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .body import BodyTooLarge, ReplayableBody
+from .egress import DIRECT, Egress
 from .errors import (
     NoToken,
     ReauthorizationRequired,
@@ -27,6 +28,7 @@ from .errors import (
     TokenUnavailable,
 )
 from .headers import client_response_headers, upstream_request_headers
+from .metrics import Metrics
 from .responses import error_response
 from .rewrite import MAX_REWRITE, LinkRewriter, is_rewritable
 from .target import Upstream
@@ -63,6 +65,8 @@ class Forwarder:
     rewrite_bodies: bool
     max_body_size: int
     timeout: aiohttp.ClientTimeout
+    metrics: Metrics | None = None
+    egress: Egress = DIRECT  # resolved once: no environment lookup per request
 
     async def handle(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
         try:
@@ -144,7 +148,8 @@ class Forwarder:
         outgoing["Authorization"] = f"Bearer {token.access_token}"
         if body.size or method in ("POST", "PUT", "PATCH"):
             outgoing["Content-Length"] = str(body.size)
-        return await self.session.request(
+        started = time.perf_counter()
+        response = await self.session.request(
             method,
             url,
             headers=outgoing,
@@ -152,7 +157,12 @@ class Forwarder:
             allow_redirects=False,
             timeout=self.timeout,
             skip_auto_headers=_SKIP_AUTO,
+            proxy=self.egress.proxy,
+            proxy_headers=self.egress.proxy_headers,
         )
+        if self.metrics is not None:
+            self.metrics.upstream_latency.observe(time.perf_counter() - started)
+        return response
 
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse, exchange: Exchange

@@ -1,26 +1,57 @@
-"""Who may call the proxy (SPEC section 6).
+"""Who may call the proxy (SPEC section 6), and what a browser may read back.
 
 - `Host` must name this proxy: localhost, 127.0.0.1, [::1] or an
-  `allowed_hosts` entry, any port — a DNS-rebinding page cannot use it;
+  `allowed_hosts` entry, any port, exactly one `Host` header — a
+  DNS-rebinding page cannot use it;
 - a browser request (an `Origin`, or `Sec-Fetch-Site` cross-site/same-site)
-  must come from an `allowed_origins` entry;
+  must come from an `allowed_origins` entry; a CORS preflight is answered
+  here, never forwarded, and only for those origins, naming them exactly
+  (never `*`);
 - when inbound keys are configured, `X-Proxy-Key` must equal one of them,
-  compared in constant time.
+  compared in constant time against every key;
+- on a unix socket with `allowed_uids`, the peer's uid (SO_PEERCRED, which
+  the kernel fills in and the caller cannot forge) must be listed;
+- no header field may be longer than `max_header_size`.
 curl and Postman send neither Origin nor Sec-Fetch-Site, so they just work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import re
+import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from .config import ServerConfig
 from .errors import ConfigError, Refused
 
-_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 _BROWSER_SITES = {"cross-site", "same-site"}
+# A host name or bracketed IPv6 literal, then an optional numeric port.
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]@/\\\s]+)(?::\d{1,5})?")
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+# Request headers a browser page may send; Authorization is not among them:
+# the proxy removes it anyway, the token is the proxy's.
+CORS_REQUEST_HEADERS = (
+    "Accept",
+    "Content-Type",
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "X-Proxy-Key",
+    "X-Request-ID",
+)
+CORS_EXPOSED_HEADERS = ("X-Request-ID", "X-Tower-Proxy-Error", "Retry-After", "Location")
+_PREFLIGHT_MAX_AGE = "600"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +59,9 @@ class Guard:
     hosts: frozenset[str]
     origins: frozenset[str]
     keys: tuple[bytes, ...] = ()
+    uids: frozenset[int] = frozenset()
+    max_header_size: int = 16 * 1024
+    methods: tuple[str, ...] = ALL_METHODS
 
     @classmethod
     def build(
@@ -36,18 +70,46 @@ class Guard:
         allowed_hosts: tuple[str, ...],
         allowed_origins: tuple[str, ...],
         inbound_keys_file: str = "",
+        allowed_uids: tuple[int, ...] = (),
+        max_header_size: int = 16 * 1024,
+        read_only: bool = False,
     ) -> Guard:
         hosts = frozenset(h.lower() for h in (*_LOOPBACK_NAMES, *allowed_hosts))
         origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         keys = load_keys(inbound_keys_file) if inbound_keys_file else ()
-        return cls(hosts=hosts, origins=origins, keys=keys)
+        return cls(
+            hosts=hosts,
+            origins=origins,
+            keys=keys,
+            uids=frozenset(allowed_uids),
+            max_header_size=max_header_size,
+            methods=READ_METHODS if read_only else ALL_METHODS,
+        )
+
+    @classmethod
+    def from_config(cls, server: ServerConfig) -> Guard:
+        return cls.build(
+            allowed_hosts=server.allowed_hosts,
+            allowed_origins=server.allowed_origins,
+            inbound_keys_file=server.inbound_keys_file,
+            allowed_uids=server.allowed_uids,
+            max_header_size=server.max_header_size,
+            read_only=server.read_only,
+        )
 
     def check(self, headers: CIMultiDictProxy[str]) -> None:
         """Raise Refused unless these request headers may use the proxy."""
-        self._check_host(headers.get("Host", ""))
+        self._check_host(headers)
+        self._check_sizes(headers)
         self.check_origin(headers)
         if self.keys:
             self._check_key(headers.get("X-Proxy-Key", ""))
+
+    def check_request(self, request: web.BaseRequest) -> None:
+        """`check`, plus the peer's uid when `allowed_uids` is set."""
+        if self.uids:
+            self._check_peer(request.transport)
+        self.check(request.headers)
 
     def origin_allowed(self, origin: str) -> bool:
         return origin.rstrip("/").lower() in self.origins
@@ -60,9 +122,42 @@ class Guard:
         if origin is None and site in _BROWSER_SITES:
             raise Refused("forbidden_origin", "cross-site browser requests are refused")
 
-    def _check_host(self, host: str) -> None:
-        if _host_name(host) not in self.hosts:
+    def preflight(self, request: web.BaseRequest) -> web.Response:
+        """Answer a CORS preflight here; Refused unless its origin is allowed."""
+        if self.uids:
+            self._check_peer(request.transport)
+        headers = request.headers
+        self._check_host(headers)
+        self._check_sizes(headers)
+        self.check_origin(headers)  # a preflight always carries Origin
+        answer = {
+            **self.cors_headers(headers["Origin"]),
+            "Access-Control-Allow-Methods": ", ".join(self.methods),
+            "Access-Control-Allow-Headers": ", ".join(CORS_REQUEST_HEADERS),
+            "Access-Control-Max-Age": _PREFLIGHT_MAX_AGE,
+            "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        }
+        return web.Response(status=204, headers=answer)
+
+    def cors_headers(self, origin: str) -> dict[str, str]:
+        """What an allowed origin's responses carry; nothing for any other."""
+        if not self.origin_allowed(origin):
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": ", ".join(CORS_EXPOSED_HEADERS),
+        }
+
+    def _check_host(self, headers: CIMultiDictProxy[str]) -> None:
+        values = headers.getall("Host", [])
+        # Two Host headers could be read differently by two parsers: refuse them.
+        if len(values) != 1 or _host_name(values[0]) not in self.hosts:
             raise Refused("forbidden_host", "the Host header does not name this proxy")
+
+    def _check_sizes(self, headers: CIMultiDictProxy[str]) -> None:
+        limit = self.max_header_size
+        if any(len(name) + len(value) > limit for name, value in headers.items()):
+            raise Refused("bad_request", f"a header field is longer than {limit} bytes")
 
     def _check_key(self, presented: str) -> None:
         given = presented.encode()
@@ -73,12 +168,33 @@ class Guard:
         if not matched:
             raise Refused("unauthorized_caller", "a valid X-Proxy-Key header is required")
 
+    def _check_peer(self, transport: asyncio.BaseTransport | None) -> None:
+        if peer_uid(transport) not in self.uids:
+            raise Refused("unauthorized_caller", "this user may not use the proxy's socket")
+
+
+def is_preflight(request: web.BaseRequest) -> bool:
+    headers = request.headers
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in headers
+        and "Access-Control-Request-Method" in headers
+    )
+
+
+def peer_uid(transport: asyncio.BaseTransport | None) -> int | None:
+    """The uid of the process at the other end of a unix socket, else None."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    _pid, uid, _gid = _UCRED.unpack(creds)
+    return int(uid)
+
 
 def _host_name(host: str) -> str:
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    match = _HOST.fullmatch(host.strip().lower())
+    return match.group(1) if match else ""
 
 
 def load_keys(path: str) -> tuple[bytes, ...]:

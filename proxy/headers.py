@@ -6,7 +6,9 @@
   and `Content-Length` (set again from the kept body) are dropped; the bearer
   token is added by the caller, never here.
 - Towards the client: `Content-Length`/`Transfer-Encoding` are left to the
-  response writer; everything else passes unchanged.
+  response writer, cookies and Tower's own `Access-Control-*` headers are
+  dropped (the proxy decides CORS for its origins, see guard.py — a `*` from
+  upstream must never reach a browser); everything else passes unchanged.
 """
 
 from __future__ import annotations
@@ -47,10 +49,18 @@ def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
 
 
 def _filtered(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], dropped: Iterable[str]
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    dropped: Iterable[str],
+    *,
+    dropped_prefix: str | None = None,
 ) -> CIMultiDict[str]:
     drop = set(dropped) | _connection_tokens(headers)
-    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in drop)
+    return CIMultiDict(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() not in drop
+        and not (dropped_prefix and name.lower().startswith(dropped_prefix))
+    )
 
 
 def upstream_request_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -60,4 +70,4 @@ def upstream_request_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str
 
 def client_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Tower's response headers as they may go back to the client."""
-    return _filtered(upstream, _NOT_RETURNED)
+    return _filtered(upstream, _NOT_RETURNED, dropped_prefix="access-control-")

@@ -85,6 +85,21 @@ def _shared_processors() -> list[Any]:
     ]
 
 
+class _NamedWriter(structlog.WriteLogger):
+    """A structlog WriteLogger with the `name` that `add_logger_name` reads."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        super().__init__(stream)
+        self.name = name
+
+
+def _named_writer_factory(stream: TextIO) -> Any:
+    def factory(*args: Any) -> _NamedWriter:
+        return _NamedWriter(stream, str(args[0]) if args else "")
+
+    return factory
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging (aiohttp's) through one pipeline."""
     stream = stream or sys.stderr
@@ -95,9 +110,12 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         else structlog.processors.JSONRenderer()
     )
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    # Our own events go straight to the stream: the stdlib round trip (LogRecord,
+    # handler, formatter, a second redact) was half the cost of a canonical log
+    # line (bench/profile.py).  aiohttp's stdlib records still take that path.
     structlog.configure(
-        processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=[*_shared_processors(), renderer],
+        logger_factory=_named_writer_factory(stream),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=False,
     )

@@ -19,6 +19,7 @@ import aiohttp
 from yarl import URL
 
 from .config import TowerConfig
+from .egress import egress_for
 from .errors import InvalidGrant, OAuthError, OtpRequired, TokenEndpointUnavailable
 from .log import SECRETS
 from .tokens.model import TokenSet
@@ -57,6 +58,7 @@ class OAuthClient:
         self._tower = tower
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._egress = egress_for(tower.token_url, enabled=tower.use_env_proxy)
 
     async def exchange_code(self, code: str, *, captcha: str | None = None) -> dict[str, Any]:
         form = {
@@ -89,6 +91,8 @@ class OAuthClient:
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
+                proxy=self._egress.proxy,
+                proxy_headers=self._egress.proxy_headers,
             ) as response:
                 body = await response.read()
                 status = response.status

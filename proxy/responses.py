@@ -24,6 +24,10 @@ STATUS = {
     "upstream_unreachable": 502,
     "upstream_timeout": 504,
     "shutting_down": 503,
+    # Beyond SPEC section 6, for the least-privilege and limit settings of issue 4.
+    "forbidden_path": 403,
+    "request_timeout": 408,
+    "too_many_connections": 503,
 }
 
 

@@ -18,6 +18,7 @@ import aiohttp
 from . import log as logging_setup
 from .app import LIFECYCLE, create_app
 from .config import Config, LogConfig, ServerConfig, TokensConfig, TowerConfig
+from .errors import ConfigError
 from .login import exchange, store_login
 from .oauth import OAuthClient
 from .sandbox import SandboxSettings, start_sandbox
@@ -25,11 +26,22 @@ from .server import serve
 from .tokens import FileStore, TokenSet
 
 
-async def run_sandbox(*, port: int, token_ttl: int) -> int:
+async def run_sandbox(
+    *,
+    port: int,
+    token_ttl: int,
+    seed_file: str | None = None,
+    latency_ms: int = 0,
+    error_rate: float = 0.0,
+) -> int:
     logging_setup.configure("info", "auto")
-    running = await start_sandbox(
-        SandboxSettings(token_ttl=token_ttl), host="127.0.0.1", port=0, file_port=0
+    settings = _settings(
+        token_ttl=token_ttl, seed_file=seed_file, latency_ms=latency_ms, error_rate=error_rate
     )
+    try:
+        running = await start_sandbox(settings, host="127.0.0.1", port=0, file_port=0)
+    except ValueError as error:  # a bad seed file (SeedError) surfaces at start-up
+        raise ConfigError(f"sandbox: {error}") from None
     state_dir = Path(tempfile.mkdtemp(prefix="tower-proxy-sandbox-"))
     try:
         config = sandbox_config(
@@ -40,12 +52,13 @@ async def run_sandbox(*, port: int, token_ttl: int) -> int:
             client_id=running.sandbox.settings.client_id,
             client_secret=running.sandbox.settings.client_secret,
         )
+        margin = config.tokens.refresh_margin
         store = FileStore(config.token_path)
         token = await _authorize(config, store, running.sandbox.issue_code())
         app = create_app(config, store=store, proactive_tick=min(15.0, token_ttl / 10))
 
         async def announce(addresses: list[str]) -> None:
-            await _print_welcome(running.api_base, addresses[0], token)
+            await _print_welcome(running.api_base, addresses[0], token, refresh_margin=margin)
 
         await serve(
             app, config.server.address, lifecycle=app[LIFECYCLE], drain_timeout=5, on_ready=announce
@@ -54,6 +67,18 @@ async def run_sandbox(*, port: int, token_ttl: int) -> int:
         await running.close()
         shutil.rmtree(state_dir, ignore_errors=True)
     return 0
+
+
+def _settings(
+    *, token_ttl: int, seed_file: str | None, latency_ms: int, error_rate: float
+) -> SandboxSettings:
+    """The simulator's start-up knobs; a bad value is a usage error naming it."""
+    try:
+        return SandboxSettings(
+            token_ttl=token_ttl, seed_file=seed_file, latency_ms=latency_ms, error_rate=error_rate
+        )
+    except ValueError as error:
+        raise ConfigError(f"sandbox: {error}") from None
 
 
 def sandbox_config(
@@ -88,7 +113,9 @@ async def _no_otp(_prompt: str) -> str:
     raise RuntimeError("the sandbox user has no two-factor login")
 
 
-async def _print_welcome(api_base: str, proxy_address: str, token: TokenSet) -> None:
+async def _print_welcome(
+    api_base: str, proxy_address: str, token: TokenSet, *, refresh_margin: float
+) -> None:
     proxy = f"http://{proxy_address}/api/v1"
     ids = await _sample_ids(proxy)
     lines = [
@@ -110,10 +137,20 @@ async def _print_welcome(api_base: str, proxy_address: str, token: TokenSet) -> 
         "Revoke the token at the simulator; the next call refreshes once and replays:",
         f"  curl -s -X POST {api_base}/_sandbox/revoke && curl -s {proxy}/user",
         "",
+        _refresh_hint(token, refresh_margin),
         "Ctrl-C stops both.",
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _refresh_hint(token: TokenSet, refresh_margin: float) -> str:
+    """Where to look for refreshes; with a short --token-ttl they come every few seconds."""
+    every = max(1, round(token.expires_in(time.time()) - refresh_margin))
+    return (
+        f"The proxy refreshes the token about every {every}s (before it expires): "
+        "watch for token_refreshed lines below.\n"
+    )
 
 
 async def _sample_ids(proxy: str) -> dict[str, str]:

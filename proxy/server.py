@@ -1,9 +1,11 @@
 """Running the app on its listener until a signal, then draining.
 
-SIGTERM/SIGINT: readiness turns 503 at once, new connections stop after
+SIGTERM/SIGINT (or `POST /-/quit`): readiness turns 503 at once, new connections stop after
 `shutdown_delay` (time for load balancers to notice), in-flight
 requests (streams included) finish up to `drain_timeout`, exit 0.  A second
-signal exits at once.  A unix socket is created 0600; a stale socket file
+signal exits at once.  An optional admin app (probes, metrics) runs on its
+own listener and is stopped last, so readiness reads 503 until the data
+listener has drained.  A unix socket is created 0600; a stale socket file
 left by a dead process is replaced, a live one is an error.
 """
 
@@ -36,55 +38,85 @@ async def serve(
     drain_timeout: float,
     shutdown_delay: float = 0.0,
     on_ready: OnReady | None = None,
+    admin: tuple[web.Application, TcpAddress | UnixAddress] | None = None,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return."""
+    """Serve until SIGTERM/SIGINT or a quit request, then drain and return."""
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=drain_timeout
     )
     await runner.setup()
+    admin_runner: web.AppRunner | None = None
     try:
-        await _start_site(runner, address)
+        if admin is not None:
+            admin_runner = await _start_admin(*admin)
+        await _start_site(runner, address, reuse_port=reuse_port)
         addresses = _describe(runner.addresses)
         log.info("listening", addresses=addresses)
         if on_ready is not None:
             result = on_ready(addresses)
             if result is not None:
                 await result
-        await _wait_for_signal()
+        await _wait_for_stop(lifecycle)
         lifecycle.draining = True
         log.info("draining", delay=shutdown_delay, timeout=drain_timeout)
         # Still accepting for a moment so load balancers see readiness fail first.
         await asyncio.sleep(shutdown_delay)
     finally:
         await runner.cleanup()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
         log.info("stopped")
 
 
-async def _start_site(runner: web.AppRunner, address: TcpAddress | UnixAddress) -> None:
+async def _start_admin(
+    admin_app: web.Application, address: TcpAddress | UnixAddress
+) -> web.AppRunner:
+    runner = web.AppRunner(admin_app, access_log=None, handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    try:
+        await _start_site(runner, address, key="server.admin_listen")
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("admin_listening", addresses=_describe(runner.addresses))
+    return runner
+
+
+async def _start_site(
+    runner: web.AppRunner,
+    address: TcpAddress | UnixAddress,
+    *,
+    key: str = "server.listen",
+    reuse_port: bool = False,
+) -> None:
     if isinstance(address, UnixAddress):
-        _clear_stale_socket(address.path)
+        _clear_stale_socket(address.path, key)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window for others
         try:
             await web.UnixSite(runner, address.path).start()
         finally:
             os.umask(old_umask)
         return
-    site = web.TCPSite(runner, address.host, address.port, backlog=1024)
+    # reuse_port: one of `server.workers` processes sharing the port (proxy/workers.py).
+    site = web.TCPSite(
+        runner, address.host, address.port, backlog=1024, reuse_port=reuse_port or None
+    )
     try:
         await site.start()
     except OSError as exc:
         raise ConfigError(
-            f"server.listen: cannot listen on {address.host}:{address.port}: {exc.strerror}"
+            f"{key}: cannot listen on {address.host}:{address.port}: {exc.strerror}"
         ) from None
 
 
-def _clear_stale_socket(path: str) -> None:
+def _clear_stale_socket(path: str, key: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise ConfigError(f"server.listen: {path} exists and is not a socket")
+        raise ConfigError(f"{key}: {path} exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -93,7 +125,7 @@ def _clear_stale_socket(path: str) -> None:
         return
     finally:
         probe.close()
-    raise ConfigError(f"server.listen: another process is listening on {path}")
+    raise ConfigError(f"{key}: another process is listening on {path}")
 
 
 def _describe(addresses: list[object]) -> list[str]:
@@ -107,18 +139,16 @@ def _describe(addresses: list[object]) -> list[str]:
     return described
 
 
-async def _wait_for_signal() -> None:
+async def _wait_for_stop(lifecycle: Lifecycle) -> None:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
 
     def on_signal(signum: int) -> None:
-        if stop.is_set():
+        if not lifecycle.request_stop():  # a stop (signal or quit) is already under way
             log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
             os._exit(128 + signum)
         log.info("signal_received", signal=signal.Signals(signum).name)
-        stop.set()
 
     # The handlers stay installed while draining: the second signal exits at once.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    await stop.wait()
+    await lifecycle.stop_requested.wait()

@@ -9,12 +9,17 @@ characters) or another host (absolute-form and authority-form targets,
 
 The path and query go upstream byte-exact (no decoding, no re-encoding),
 except that an `access_token` query parameter is removed.
+
+Least privilege (optional): `allow_paths`/`deny_paths` are regular
+expressions that must match the whole *decoded* path under the prefix (so
+`%6Dembers` cannot dodge a rule about `members`), and `read_only` lets only
+GET, HEAD and OPTIONS through.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from yarl import URL
@@ -26,6 +31,37 @@ MAX_TARGET = 8000
 _SAFE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%\[\]]*")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DECODE_ROUNDS = 4
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class PathPolicy:
+    """Which methods and paths (under the prefix, decoded) may be forwarded."""
+
+    allow: tuple[re.Pattern[str], ...] = ()
+    deny: tuple[re.Pattern[str], ...] = ()
+    read_only: bool = False
+
+    @classmethod
+    def build(
+        cls, *, allow_paths: tuple[str, ...], deny_paths: tuple[str, ...], read_only: bool
+    ) -> PathPolicy:
+        return cls(
+            allow=tuple(re.compile(p) for p in allow_paths),
+            deny=tuple(re.compile(p) for p in deny_paths),
+            read_only=read_only,
+        )
+
+    def check(self, method: str, tail: str) -> None:
+        if self.read_only and method not in _READ_METHODS:
+            raise Refused("method_not_allowed", f"{method} is refused: this proxy is read-only")
+        if not (self.allow or self.deny):
+            return
+        path = "/".join(_fully_decoded(segment) for segment in tail.split("/")) or "/"
+        if any(p.fullmatch(path) for p in self.deny) or (
+            self.allow and not any(p.fullmatch(path) for p in self.allow)
+        ):
+            raise Refused("forbidden_path", "this path is not allowed through this proxy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,21 +70,25 @@ class Upstream:
 
     base: URL
     prefix: str
+    policy: PathPolicy = field(default_factory=PathPolicy)
 
     @classmethod
-    def from_config(cls, api_url: str, prefix: str) -> Upstream:
+    def from_config(
+        cls, api_url: str, prefix: str, *, policy: PathPolicy | None = None
+    ) -> Upstream:
         base = URL(api_url.rstrip("/"))
-        return cls(base=base, prefix=prefix.rstrip("/") or "/")
+        return cls(base=base, prefix=prefix.rstrip("/") or "/", policy=policy or PathPolicy())
 
     @property
     def origin_text(self) -> str:
         return str(self.base)
 
-    def url_for(self, raw_target: str) -> URL:
-        """The upstream URL for a raw request-target, or Refused(bad_request/not_found)."""
+    def url_for(self, raw_target: str, *, method: str = "GET") -> URL:
+        """The upstream URL for a raw request-target, or Refused (see STATUS)."""
         path, query = _split_target(raw_target)
         tail = self._tail(path)
         _check_path(tail)
+        self.policy.check(method, tail)
         query = _without_access_token(query)
         text = self.origin_text + tail + (f"?{query}" if query else "")
         url = URL(text, encoded=True)

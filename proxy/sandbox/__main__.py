@@ -28,6 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--token-delay-ms", type=int, default=0)
+    parser.add_argument(
+        "--token-failures", type=int, default=0, help="fail the next N token endpoint calls"
+    )
+    parser.add_argument(
+        "--token-fail-seconds",
+        type=float,
+        default=0.0,
+        help="fail every token endpoint call for this long after start",
+    )
     parser.add_argument("--random-seed", type=int, help="repeatable ids and injected errors")
     return parser
 
@@ -41,6 +50,8 @@ def settings_from(args: argparse.Namespace) -> SandboxSettings:
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
         token_delay_ms=args.token_delay_ms,
+        token_failures=args.token_failures,
+        token_fail_seconds=args.token_fail_seconds,
         random_seed=args.random_seed,
     )
 

@@ -32,12 +32,16 @@ class Knobs:
     token_fail_until: float = 0.0
 
     @classmethod
-    def from_settings(cls, settings: SandboxSettings) -> Knobs:
+    def from_settings(cls, settings: SandboxSettings, now: float) -> Knobs:
         return cls(
             token_ttl=settings.token_ttl,
             latency_ms=settings.latency_ms,
             error_rate=settings.error_rate,
             token_delay_ms=settings.token_delay_ms,
+            token_failures=settings.token_failures,
+            token_fail_until=now + settings.token_fail_seconds
+            if settings.token_fail_seconds
+            else 0.0,
         )
 
     def as_json(self, now: float) -> dict[str, object]:

@@ -29,14 +29,20 @@ class SandboxSettings:
     latency_ms: int = 0
     error_rate: float = 0.0
     token_delay_ms: int = 0
+    # The token endpoint fails (503 temporarily_unavailable) for the next N
+    # calls, or for this many seconds after start, as the run-time knobs do.
+    token_failures: int = 0
+    token_fail_seconds: float = 0.0
     file_host_url: str | None = None
     random_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.token_ttl <= 0:
             raise ValueError("token_ttl must be a positive number of seconds")
-        if self.latency_ms < 0 or self.token_delay_ms < 0:
-            raise ValueError("latency_ms and token_delay_ms must not be negative")
+        if min(self.latency_ms, self.token_delay_ms, self.token_failures) < 0:
+            raise ValueError("latency_ms, token_delay_ms and token_failures must not be negative")
+        if self.token_fail_seconds < 0:
+            raise ValueError("token_fail_seconds must not be negative")
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError("error_rate must be between 0 and 1")
         if not self.redirect_uris:

@@ -33,7 +33,7 @@ class Sandbox:
         seed = settings.random_seed
         self._id_random = random.Random(None if seed is None else f"ids:{seed}")
         self._error_random = random.Random(None if seed is None else f"errors:{seed}")
-        self.knobs = Knobs.from_settings(settings)
+        self.knobs = Knobs.from_settings(settings, self.now())
         self.stats = Stats()
         self.requests = RequestLog()
         self.credentials = Credentials()

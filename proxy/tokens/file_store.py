@@ -65,6 +65,9 @@ class FileStore:
     def changed(self) -> bool:
         return self._signature() != self._seen
 
+    def problem(self) -> str | None:
+        return None  # a local file has no outage to report; errors surface on use
+
     async def close(self) -> None:
         return None
 

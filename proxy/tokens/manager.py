@@ -33,6 +33,7 @@ from ..errors import (
     OAuthError,
     ReauthorizationRequired,
     StoreError,
+    StoreUnavailable,
     TokenEndpointUnavailable,
     TokenUnavailable,
 )
@@ -93,8 +94,12 @@ class TokenManager:
 
     def problem(self) -> str | None:
         """Why no usable token is held right now, or None (readiness)."""
+        store_problem = self.store.problem()
         if not self._loaded:
-            return "token store not loaded yet"
+            return store_problem or "token store not loaded yet"
+        if store_problem is not None:
+            # Requests still flow with the held token, but a refresh is impossible.
+            return store_problem
         if self._current is None:
             return "no token stored: run `tower-proxy login`"
         if self._dead_generation == self._current.generation:
@@ -104,7 +109,17 @@ class TokenManager:
         return None
 
     async def load(self) -> TokenSet | None:
-        stored = await self.store.load()
+        """Read the store; an unreachable store leaves us not loaded (retried later)."""
+        try:
+            stored = await self.store.load()
+        except StoreUnavailable as exc:
+            log.warning(
+                "token_store_not_loaded",
+                store=self.store.description,
+                reason=str(exc),
+                hint="not ready; retrying in the background",
+            )
+            return None
         self._loaded = True
         if stored is not None:
             self._adopt(stored, source="store")
@@ -114,6 +129,8 @@ class TokenManager:
 
     async def token(self) -> TokenSet:
         """The token set a request should be sent with now."""
+        if not self._loaded:
+            await self._load_or_fail()
         await self._pick_up_changes()
         current = self._require_current()
         if current.is_expired(self._clock()):
@@ -168,11 +185,25 @@ class TokenManager:
         expiry) means a machine that wakes from sleep refreshes at once.
         """
         while True:
+            if not self._loaded and self.store.problem() is None:
+                await self.load()
             await self._pick_up_changes()
             await self.refresh_if_due()
-            await asyncio.sleep(tick)
+            # Not loaded yet (store unreachable at start-up): look again soon.
+            await asyncio.sleep(tick if self._loaded else min(tick, self._recheck_interval))
 
     # -- internals ---------------------------------------------------------
+
+    async def _load_or_fail(self) -> None:
+        """Load now, or refuse at once while the store is known to be unreachable."""
+        problem = self.store.problem()
+        if problem is None:
+            await self.load()
+        if not self._loaded:
+            raise TokenUnavailable(
+                f"token store unavailable: {self.store.problem() or 'not loaded yet'}",
+                retry_after=RECHECK_INTERVAL * 5,
+            )
 
     def _require_current(self) -> TokenSet:
         current = self._current
@@ -187,7 +218,7 @@ class TokenManager:
     async def _pick_up_changes(self) -> None:
         """Re-read the store when another process may have written to it."""
         mono = time.monotonic()
-        if mono < self._next_recheck:
+        if mono < self._next_recheck or not self._loaded:
             return
         self._next_recheck = mono + self._recheck_interval
         try:

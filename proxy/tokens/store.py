@@ -11,7 +11,10 @@ A store holds one token set per identity and offers:
   the store;
 - `changed()`: a cheap check whether another process may have written since
   the last `load()` (used to pick up a login or refresh done elsewhere);
-- `delete()`.
+- `delete()`;
+- `problem()`: why the store cannot be used right now (e.g. Redis
+  unreachable), or None — answered from what the store already knows, without
+  I/O, for readiness.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class TokenStore(Protocol):
     def refresh_lock(self) -> AbstractAsyncContextManager[None]: ...
 
     def changed(self) -> bool: ...
+
+    def problem(self) -> str | None: ...
 
     async def delete(self) -> bool: ...
 

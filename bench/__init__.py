@@ -1,0 +1,1 @@
+"""tower-proxy's benchmark: `bench/run` (see `bench/__main__.py`, docs/benchmarks.md)."""

@@ -1,0 +1,124 @@
+"""Profile tower-proxy under load: where does a proxied request's time go?
+
+Starts the fast nginx upstream and one `tower-proxy serve`, drives it with
+wrk (32 connections) while py-spy samples it, and prints the functions with
+the most samples — by own time and by inclusive time.
+
+    bench/.venv-mitm/bin/pip install py-spy   # once; bench/run installs the venv
+    .venv/bin/python -m bench.profile --seconds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from . import load
+from .stack import (
+    ROOT,
+    Stack,
+    free_port,
+    make_certificate,
+    start_nginx,
+    start_tower_proxy,
+    upstream_servers,
+    write_proxy_config,
+    write_token_file,
+)
+
+PY_SPY = ROOT / "bench" / ".venv-mitm" / "bin" / "py-spy"
+
+
+def _frame_name(frame: str) -> str:
+    # py-spy raw frames look like "function (path/to/file.py:123)".
+    name, _, where = frame.partition(" (")
+    file = where.rsplit("/", 1)[-1].split(":", 1)[0]
+    return f"{name} ({file})"
+
+
+def summarize(collapsed: str, top: int) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    lines = [f"{total} samples", "", "own time:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
+    lines += ["", "inclusive time:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profile.txt")
+    args = parser.parse_args()
+    if not PY_SPY.exists():
+        print(f"bench.profile: {PY_SPY} is missing (pip install py-spy there)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="tower-proxy-profile-"))
+    work.chmod(0o755)
+    stack = Stack(work=work, logs=ROOT / "bench" / "results")
+    stack.logs.mkdir(parents=True, exist_ok=True)
+    try:
+        (work / "files").mkdir()
+        cert, key = make_certificate(work)
+        up, tls, port = free_port(), free_port(), free_port()
+        start_nginx(
+            stack, "nginx-upstream", upstream_servers(up, tls, work / "files", cert, key), up
+        )
+        write_token_file(work / "token.json")
+        config = write_proxy_config(
+            work / "proxy.toml",
+            api_url=f"http://127.0.0.1:{up}/api/v1",
+            oauth_url=f"http://127.0.0.1:{up}/oauth",
+            port=port,
+            token_path=work / "token.json",
+        )
+        proxy, _ = start_tower_proxy(stack, "tower-proxy-profiled", config, port)
+        url = f"http://127.0.0.1:{port}/api/v1/projects"
+        load.wrk(url, connections=32, threads=2, seconds=2)  # warm up
+        raw = work / "profile.raw"
+        result: list[load.WrkResult] = []
+        driver = threading.Thread(
+            target=lambda: result.append(
+                load.wrk(url, connections=32, threads=2, seconds=args.seconds + 2)
+            )
+        )
+        driver.start()
+        subprocess.run(
+            [str(PY_SPY), "record", "--pid", str(proxy.pid), "--duration", str(args.seconds),
+             "--rate", "200", "--format", "raw", "--output", str(raw), "--nonblocking"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        driver.join()
+        (args.out.parent / "profile.raw").write_text(raw.read_text())
+        summary = f"{result[0].requests_per_s:.0f} req/s under the profiler\n" + summarize(
+            raw.read_text(), args.top
+        )
+    finally:
+        stack.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(summary + "\n")
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

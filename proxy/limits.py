@@ -1,0 +1,208 @@
+"""Limits that keep a misbehaving or hostile client from exhausting the proxy.
+
+- Connections: at most `max_connections` at once per listener; one more is
+  answered at once with a fixed 503 `too_many_connections` and closed, before
+  anything of it is parsed.
+- Slow clients: `client_timeout` bounds an idle keep-alive connection and
+  the time to send a complete request head (aiohttp's keep-alive timer runs
+  from the connection's start and from the last response, and is not
+  extended by trickled bytes), and a request body that makes no progress for
+  that long ends with 408 `request_timeout`.
+- Sizes: the proxy answers over-long targets and header fields with its own
+  JSON 400 (`target.MAX_TARGET`, `server.max_header_size`); aiohttp's parser
+  limits sit at twice those, so only grossly over-long input meets aiohttp's
+  plain-text 400 — and neither is ever forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import structlog
+from aiohttp import StreamReader, web
+
+from .config import ServerConfig
+from .errors import Refused
+from .target import MAX_TARGET
+
+log = structlog.get_logger("proxy.limits")
+
+MAX_HEADER_FIELDS = 128
+_REFUSAL_LINGER = 5.0  # seconds to drain a refused client's bytes before closing
+
+
+def handler_args(server: ServerConfig) -> dict[str, Any]:
+    """aiohttp RequestHandler settings derived from the server config."""
+    return {
+        "keepalive_timeout": server.client_timeout,
+        "max_line_size": 2 * MAX_TARGET,
+        "max_field_size": 2 * server.max_header_size,
+        "max_headers": MAX_HEADER_FIELDS,
+    }
+
+
+def _refusal_bytes() -> bytes:
+    body = json.dumps(
+        {
+            "error": "too_many_connections",
+            "error_description": "the proxy has too many open connections; retry shortly",
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        "X-Tower-Proxy-Error: too_many_connections\r\n"
+        "Retry-After: 1\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_REFUSAL = _refusal_bytes()
+
+
+class ConnectionGate:
+    """Counts live connections and hands out refusals beyond the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self.refused = 0
+
+    def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        def make() -> asyncio.Protocol:
+            if self.active >= self.limit:
+                self.refused += 1
+                if self.refused % 100 == 1:  # a flood must not flood the log too
+                    log.warning("too_many_connections", limit=self.limit, refused=self.refused)
+                return _Refusal()
+            self.active += 1
+            return _Counted(inner(), self)
+
+        return make
+
+
+class _Counted(asyncio.Protocol):
+    """The real handler, with the gate told when its connection ends."""
+
+    def __init__(self, inner: asyncio.Protocol, gate: ConnectionGate) -> None:
+        self._inner = inner
+        self._gate = gate
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gate.active -= 1
+        self._inner.connection_lost(exc)
+
+
+class _Refusal(asyncio.Protocol):
+    """Answers 503 at once, half-closes, discards the request, then closes.
+
+    Closing with unread request bytes would make the kernel send a reset,
+    and the client could lose the 503 before reading it.
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.BaseTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        stream = cast(asyncio.Transport, transport)
+        stream.write(_REFUSAL)
+        if stream.can_write_eof():
+            stream.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(_REFUSAL_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not read: nothing of it is parsed or logged
+
+    def eof_received(self) -> bool | None:
+        if self._transport is not None:
+            self._transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class LimitedRunner(web.AppRunner):
+    """An AppRunner whose sites accept at most `max_connections` (0: no limit)."""
+
+    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.gate = ConnectionGate(max_connections)
+
+    @property
+    def server(self) -> web.Server | None:
+        inner = super().server
+        if inner is None or self.gate.limit <= 0:
+            return inner
+        # Sites only call this as their protocol factory.
+        return cast(web.Server, self.gate.factory(inner))
+
+
+@contextlib.asynccontextmanager
+async def progress_deadline(stream: StreamReader, seconds: float) -> AsyncIterator[None]:
+    """Refuse with `request_timeout` when `stream` receives nothing for `seconds`."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(None) as deadline:
+            watch = _ProgressWatch(stream, deadline, seconds, loop)
+            try:
+                yield
+            finally:
+                watch.cancel()
+    except TimeoutError:
+        if deadline.expired():
+            raise Refused(
+                "request_timeout", f"the request body stalled for {seconds:g} s"
+            ) from None
+        raise
+
+
+class _ProgressWatch:
+    def __init__(
+        self,
+        stream: StreamReader,
+        deadline: asyncio.Timeout,
+        seconds: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._stream = stream
+        self._deadline = deadline
+        self._seconds = seconds
+        self._loop = loop
+        self._seen = stream.total_bytes
+        self._handle = loop.call_later(seconds, self._check)
+
+    def _check(self) -> None:
+        if self._stream.total_bytes == self._seen and not self._stream.is_eof():
+            self._deadline.reschedule(self._loop.time())  # expire now
+            return
+        self._seen = self._stream.total_bytes
+        self._handle = self._loop.call_later(self._seconds, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()

@@ -1,0 +1,48 @@
+"""The benchmark (`bench/run`) in its tiny mode, so that it cannot silently rot.
+
+It asserts that every scenario ran end to end and produced its numbers —
+never how fast anything was: timing belongs to the benchmark's own report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import LOG_DIR, PYTHON, ROOT
+
+
+def _tools_missing() -> list[str]:
+    return [tool for tool in ("wrk", "nginx", "curl", "openssl") if shutil.which(tool) is None]
+
+
+@pytest.mark.slow
+def test_bench_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
+    """`python -m bench --tiny` runs all six scenarios and writes the report."""
+    missing = _tools_missing()
+    if missing:
+        pytest.skip(
+            f"benchmark tools not installed: {', '.join(missing)} (scripts/setup.d/30-bench.sh)"
+        )
+    result = subprocess.run(
+        [PYTHON, "-m", "bench", "--tiny", "--no-mitm", "--out", str(tmp_path),
+         "--logs", str(LOG_DIR), "--work", str(tmp_path / "work")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "benchmarks.md").read_text()
+    assert "| tower-proxy |" in report and "nginx-proxy" in report
+    results = json.loads((tmp_path / "benchmarks.json").read_text())
+    for scenario in ("throughput", "latency", "streaming", "distant", "storm", "footprint"):
+        assert scenario in results, scenario
+    assert results["throughput"]["tower-proxy"]["bad"] == 0
+    assert results["latency"]["tower-proxy"]["bad"] == 0
+    assert results["storm"]["failed"] == 0
+    assert results["storm"]["refreshes"] == 1
