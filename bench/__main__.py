@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import report, scenarios
+from . import profile, report, scenarios
 from .load import wrk_path
 from .scenarios import Settings
 from .stack import (
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "--logs", type=Path, help="child process logs (default: bench/results/logs)"
     )
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--note", default="", help="a sentence for the report (e.g. other load)")
     return parser
 
 
@@ -118,14 +120,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # line is scanned for leaked secrets; hence flat `bench-*.log` files.
     logs.mkdir(parents=True, exist_ok=True)
     stack = Stack(work=work, logs=logs)
-    results: dict[str, object] = {"settings": _as_dict(settings)}
+    results: dict[str, object] = {"settings": _as_dict(settings), "note": args.note}
+    load_before = os.getloadavg()[0]
     try:
         results.update(_measure(stack, settings, only, args))
     finally:
         stack.close()
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    results["machine"] = _machine()
+    results["machine"] = {**_machine(), "load": f"{load_before:.2f} → {os.getloadavg()[0]:.2f}"}
     return results
 
 
@@ -182,6 +185,17 @@ def _measure(
         ("5", "storm", lambda: scenarios.storm(stack, settings)),
         ("6", "footprint", lambda: scenarios.footprint(stack, up_port, settings)),
     ]
+    if not args.tiny and not args.only and profile.available():
+        url = targets["tower-proxy"] + scenarios.API_PATH
+        raw = stack.logs / "profile.raw"
+        steps.append(
+            (
+                "p",
+                "profile",
+                lambda: profile.record(pids["tower-proxy"], url, seconds=10, top=15, raw=raw),
+            )
+        )
+        only.add("p")
     for number, name, measure in steps:
         if number in only:
             started = time.monotonic()

@@ -40,7 +40,7 @@ def main(source: str, target: str) -> None:
     right.set_xscale("log")
     right.set_xlabel("added latency over direct upstream, ms (log)")
     right.invert_yaxis()
-    right.legend(loc="lower right", fontsize=8)
+    right.legend(loc="upper right", fontsize=8)
     machine = results.get("machine", {})
     fig.suptitle(
         f"tower-proxy vs alternatives — medians of {results['settings']['rounds']} interleaved "

@@ -4,8 +4,9 @@ Starts the fast nginx upstream and one `tower-proxy serve`, drives it with
 wrk (32 connections) while py-spy samples it, and prints the functions with
 the most samples — by own time and by inclusive time.
 
-    bench/.venv-mitm/bin/pip install py-spy   # once; bench/run installs the venv
-    .venv/bin/python -m bench.profile --seconds 15
+    .venv/bin/python -m bench.profile --seconds 15   # after bench/run installed py-spy
+
+`bench/run` (the full run) records the same profile and puts it in the report.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .stack import (
     write_token_file,
 )
 
-PY_SPY = ROOT / "bench" / ".venv-mitm" / "bin" / "py-spy"
+PY_SPY = ROOT / "bench" / ".venv-mitm" / "bin" / "py-spy"  # installed by bench/run
 
 
 def _frame_name(frame: str) -> str:
@@ -62,19 +63,42 @@ def summarize(collapsed: str, top: int) -> str:
     return "\n".join(lines)
 
 
+def record(pid: int, url: str, *, seconds: int, top: int, raw: Path) -> str:
+    """Sample `pid` with py-spy while wrk (32 connections) loads `url`; the summary."""
+    load.wrk(url, connections=32, threads=2, seconds=2)  # warm up
+    result: list[load.WrkResult] = []
+    driver = threading.Thread(
+        target=lambda: result.append(load.wrk(url, connections=32, threads=2, seconds=seconds + 2))
+    )
+    driver.start()
+    subprocess.run(
+        [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(seconds),
+         "--rate", "200", "--format", "raw", "--output", str(raw), "--nonblocking"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    driver.join()
+    rate = f"{result[0].requests_per_s:.0f} req/s under the profiler\n"
+    return rate + summarize(raw.read_text(), top)
+
+
+def available() -> bool:
+    return PY_SPY.exists()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profile.txt")
     args = parser.parse_args()
-    if not PY_SPY.exists():
-        print(f"bench.profile: {PY_SPY} is missing (pip install py-spy there)", file=sys.stderr)
+    if not available():
+        print(f"bench.profile: {PY_SPY} is missing (bench/run installs it)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="tower-proxy-profile-"))
     work.chmod(0o755)
-    stack = Stack(work=work, logs=ROOT / "bench" / "results")
-    stack.logs.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    stack = Stack(work=work, logs=args.out.parent)
     try:
         (work / "files").mkdir()
         cert, key = make_certificate(work)
@@ -92,29 +116,10 @@ def main() -> int:
         )
         proxy, _ = start_tower_proxy(stack, "tower-proxy-profiled", config, port)
         url = f"http://127.0.0.1:{port}/api/v1/projects"
-        load.wrk(url, connections=32, threads=2, seconds=2)  # warm up
-        raw = work / "profile.raw"
-        result: list[load.WrkResult] = []
-        driver = threading.Thread(
-            target=lambda: result.append(
-                load.wrk(url, connections=32, threads=2, seconds=args.seconds + 2)
-            )
-        )
-        driver.start()
-        subprocess.run(
-            [str(PY_SPY), "record", "--pid", str(proxy.pid), "--duration", str(args.seconds),
-             "--rate", "200", "--format", "raw", "--output", str(raw), "--nonblocking"],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-        driver.join()
-        (args.out.parent / "profile.raw").write_text(raw.read_text())
-        summary = f"{result[0].requests_per_s:.0f} req/s under the profiler\n" + summarize(
-            raw.read_text(), args.top
-        )
+        raw = args.out.with_suffix(".raw")
+        summary = record(proxy.pid, url, seconds=args.seconds, top=args.top, raw=raw)
     finally:
         stack.close()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(summary + "\n")
     print(summary)
     return 0

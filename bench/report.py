@@ -206,7 +206,9 @@ median over rounds — not the absolute numbers.
 ```
 
 - Machine: {machine.get("cpu", "?")}, {machine.get("cores", "?")} cores, Linux {machine.get("kernel", "?")},
-  Python {machine.get("python", "?")}, {machine.get("nginx", "?")}, {machine.get("wrk", "?")}.
+  Python {machine.get("python", "?")}, {machine.get("nginx", "?")}, {machine.get("wrk", "?")};
+  1-minute load average {machine.get("load", "?")} (start → end of the run).
+{("- " + results["note"]) if results.get("note") else ""}
 - Upstream: nginx (Debian) returning a {len(SMALL_JSON)}-byte JSON document under `/api/v1/`, and a
   sparse {settings.get("download_bytes", 0) / 1024**3:g} GiB file for the download, all on loopback.
 - Targets: the upstream **direct**; **nginx-proxy** (`proxy_set_header Authorization`, keep-alive
@@ -216,7 +218,7 @@ median over rounds — not the absolute numbers.
   (`mitmdump --mode reverse:` with `bench/mitm_addon.py`; left out of the download).
 - Load: wrk, 32 connections / 2 threads for throughput, 1 connection for latency,
   {settings.get("seconds")} s per run, {settings.get("rounds")} interleaved rounds (the order
-  rotates each round); curl for downloads and one-shot calls; 1000 concurrent aiohttp requests
+  rotates each round); curl for downloads and one-shot calls; {settings.get("storm_requests")} concurrent aiohttp requests
   for the refresh storm (sandbox: `python -m proxy.sandbox --test-routes`).
 
 ## Results
@@ -228,8 +230,24 @@ median over rounds — not the absolute numbers.
 ## Targets
 
 {_markdown_table(["target", "this run", "verdict"], [list(r) for r in targets(results)])}
-"""
+{_profile(results)}"""
     path.write_text(text)
+
+
+def _profile(results: dict[str, Any]) -> str:
+    summary = results.get("profile")
+    if not summary:
+        return ""
+    return f"""
+## Where tower-proxy's time goes
+
+py-spy (`bench/profile.py`) sampling the one-process tower-proxy at 200 Hz for 10 s
+while wrk drives it with 32 connections, in the same run:
+
+```
+{summary}
+```
+"""
 
 
 def write_chart(path: Path, results: dict[str, Any]) -> bool:

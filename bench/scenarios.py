@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,14 +185,17 @@ def _control(base: str, method: str, path: str, body: object | None = None) -> o
         return json.loads(response.read())
 
 
-def _refreshes(base: str) -> int:
+def _counts(base: str) -> tuple[int, int]:
+    """(refresh grants, 401 answers) the sandbox has counted so far."""
     stats = _control(base, "GET", "/_sandbox/stats")
     assert isinstance(stats, dict)
-    return int(stats["token_requests"]["refresh_token"])
+    return int(stats["token_requests"]["refresh_token"]), int(stats["api_unauthorized"])
 
 
-async def _concurrent(url: str, count: int, headers: dict[str, str]) -> tuple[list[float], int]:
-    """`count` requests at once, each on its own connection: latencies (ms), non-200s."""
+async def _concurrent(
+    url: str, count: int, headers: dict[str, str]
+) -> tuple[list[float], dict[int, int]]:
+    """`count` requests at once, each on its own connection: latencies (ms), non-200 statuses."""
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -202,7 +206,8 @@ async def _concurrent(url: str, count: int, headers: dict[str, str]) -> tuple[li
                 return (time.perf_counter() - started) * 1000, response.status
 
         results = await asyncio.gather(*(one() for _ in range(count)))
-    return [ms for ms, _ in results], sum(1 for _, status in results if status != 200)
+    failed = Counter(status for _, status in results if status != 200)
+    return [ms for ms, _ in results], dict(failed)
 
 
 def _p99(values: list[float]) -> float:
@@ -237,6 +242,7 @@ def storm(stack: Stack, settings: Settings) -> dict[str, object]:
         token_path=token_path,
         client_id="sandbox-client",
         client_secret="sandbox-secret",
+        max_connections=settings.storm_requests + 64,  # every storm request on its own connection
     )
     code = _control(base, "POST", "/_sandbox/authorize", {})
     assert isinstance(code, dict)
@@ -254,19 +260,21 @@ def storm(stack: Stack, settings: Settings) -> dict[str, object]:
     )
     token_rtt = _token_round_trip(base)
     asyncio.run(_concurrent(f"http://127.0.0.1:{port}{path}", 1, {}))  # warm
-    before = _refreshes(base)
+    before = _counts(base)
     _control(base, "POST", "/_sandbox/revoke", {})
     latencies, failed = asyncio.run(
         _concurrent(f"http://127.0.0.1:{port}{path}", settings.storm_requests, {})
     )
-    refreshes = _refreshes(base) - before
+    after = _counts(base)
     stack.stop(proxy)
     stack.stop(sandbox)
     budget = _p99(direct) + token_rtt + 20
     return {
         "requests": settings.storm_requests,
-        "refreshes": refreshes,
-        "failed": failed,
+        "refreshes": after[0] - before[0],
+        "upstream_401s": after[1] - before[1],  # requests sent with the revoked token
+        "failed": sum(failed.values()),
+        "failed_statuses": failed,
         "p99_ms": _p99(latencies),
         "upstream_p99_ms": _p99(direct),
         "token_round_trip_ms": token_rtt,

@@ -256,8 +256,11 @@ def write_proxy_config(
     client_secret: str = "bench-client-secret",
     ca_file: str = "",
     workers: int = 0,
+    max_connections: int = 0,
 ) -> Path:
     workers_line = f"workers = {workers}\n" if workers else ""
+    if max_connections:
+        workers_line += f"max_connections = {max_connections}\n"
     path.write_text(
         f"""[tower]
 client_id = {json.dumps(client_id)}

@@ -29,9 +29,17 @@ log = structlog.get_logger("proxy.admin")
 
 @dataclass(slots=True)
 class Lifecycle:
-    """Process-wide serving state: flipped by signal handlers and `/-/quit`."""
+    """Process-wide serving state: flipped by signal handlers, `/-/quit` and `serve`.
+
+    `draining`: a stop was asked for.  Readiness fails at once, but requests
+    are still served (each answer closes its connection) for `shutdown_delay`,
+    while load balancers and clients move away.  `refusing`: that delay is
+    over and the listener closes; a request still arriving on an open
+    connection gets 503 `shutting_down`.
+    """
 
     draining: bool = False
+    refusing: bool = False
     # Set once a stop was asked for (signal or quit); `serve` waits on it.
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -14,20 +14,18 @@ import json
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from . import log as logging_setup
-from .app import LIFECYCLE, create_admin_app, create_app
 from .config import Config, TcpAddress, load_config, masked
 from .errors import ConfigError, NoToken, ProxyError, StoreUnavailable
-from .healthcheck import probe
-from .login import ask_stdin, code_from_input, exchange, open_browser, store_login
-from .oauth import OAuthClient, authorize_url, new_state, ssl_context
-from .server import serve
 from .tokens import TokenManager, TokenSet, TokenStore, make_store
-from .workers import run_workers
+
+# aiohttp, the app and the server are imported by the commands that use them:
+# `tower-proxy token` runs in shell scripts, and with a valid token it needs
+# none of them (half its start-up time, bench/ scenario 6).
+if TYPE_CHECKING:
+    import aiohttp
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
@@ -135,6 +133,8 @@ def _configure_logging(config: Config) -> None:
 
 def _serve_processes(args: argparse.Namespace) -> int:
     """One process, or `server.workers` forked ones sharing the port (proxy/workers.py)."""
+    from .workers import run_workers
+
     config = _config(args, listen=args.listen)
     address = config.server.address
     if config.server.workers > 1 and isinstance(address, TcpAddress):
@@ -165,6 +165,9 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
 
 
 async def _serve(args: argparse.Namespace, *, reuse_port: bool = False) -> int:
+    from .app import LIFECYCLE, create_admin_app, create_app
+    from .server import serve
+
     config = _config(args, listen=args.listen)
     _configure_logging(config)
     store = make_store(config)
@@ -179,6 +182,8 @@ async def _serve(args: argparse.Namespace, *, reuse_port: bool = False) -> int:
         shutdown_delay=config.server.shutdown_delay,
         admin=(create_admin_app(app), admin_address) if admin_address else None,
         reuse_port=reuse_port,
+        max_connections=config.server.max_connections,
+        socket_mode=config.server.socket_mode,
     )
     return EXIT_OK
 
@@ -187,14 +192,15 @@ async def _require_stored_token(store: TokenStore) -> None:
     """Exit 2 when a reachable store is empty; an unreachable one starts not-ready."""
     try:
         stored = await store.load()
-    except StoreUnavailable as exc:
-        _fail(f"warning: {exc}; serving not-ready until the token store is reachable")
-        return
+    except StoreUnavailable:
+        return  # the store logged it once (token_store_unavailable); we start not ready
     if stored is None:
         raise NoToken(f"no token stored in {store.description}: run `tower-proxy login` first")
 
 
 async def _healthcheck(args: argparse.Namespace) -> int:
+    from .healthcheck import probe
+
     result = await probe(_config(args), live=args.live, deadline=args.timeout)
     print(result.summary)
     return EXIT_OK if result.ok else EXIT_FAIL
@@ -204,6 +210,9 @@ async def _healthcheck(args: argparse.Namespace) -> int:
 
 
 async def _login(args: argparse.Namespace) -> int:
+    from .login import ask_stdin, exchange, store_login
+    from .oauth import OAuthClient
+
     config = _config(args)
     _configure_logging(config)
     _require_client(config)
@@ -233,6 +242,9 @@ def _require_client(config: Config) -> None:
 
 
 async def _obtain_code(args: argparse.Namespace, config: Config) -> str:
+    from .login import ask_stdin, code_from_input, open_browser
+    from .oauth import authorize_url, new_state
+
     if args.code:
         return str(args.code)
     if args.redirect_url:
@@ -251,6 +263,7 @@ async def _obtain_code(args: argparse.Namespace, config: Config) -> str:
 
 async def _status(args: argparse.Namespace) -> int:
     config = _config(args)
+    _configure_logging(config)  # a store's warnings go to stderr, never into the output
     store = make_store(config)
     try:
         current = await store.load()
@@ -297,23 +310,38 @@ async def _token(args: argparse.Namespace) -> int:
     config = _config(args)
     _configure_logging(config)
     store = make_store(config)
-    async with _session(config) as session:
-        manager = TokenManager(
-            store, OAuthClient(config.tower, session), refresh_margin=config.tokens.refresh_margin
-        )
-        try:
-            await manager.load()
-            current = await manager.token()
-            if await manager.refresh_if_due():
-                current = await manager.token()
-        finally:
-            await store.close()
-    print(current.access_token)
+    try:
+        stored = await store.load()
+        if stored is None or _refresh_may_be_due(stored, config):
+            stored = await _token_via_manager(config, store)
+    finally:
+        await store.close()
+    print(stored.access_token)
     return EXIT_OK
+
+
+def _refresh_may_be_due(stored: TokenSet, config: Config) -> bool:
+    # TokenManager refreshes up to `refresh_margin` + 60 s (its jitter) early.
+    return time.time() >= stored.expires_at - config.tokens.refresh_margin - 60
+
+
+async def _token_via_manager(config: Config, store: TokenStore) -> TokenSet:
+    """Load, and refresh when due, as the proxy would (the only path needing aiohttp)."""
+    from .oauth import OAuthClient
+
+    async with _session(config) as session:
+        oauth = OAuthClient(config.tower, session)
+        manager = TokenManager(store, oauth, refresh_margin=config.tokens.refresh_margin)
+        await manager.load()
+        current = await manager.token()
+        if await manager.refresh_if_due():
+            current = await manager.token()
+    return current
 
 
 async def _logout(args: argparse.Namespace) -> int:
     config = _config(args)
+    _configure_logging(config)
     store = make_store(config)
     try:
         removed = await store.delete()
@@ -348,6 +376,7 @@ async def _migrate_store(args: argparse.Namespace) -> int:
     if args.source == args.target:
         raise ConfigError("migrate-store: --from and --to name the same store")
     config = _config(args)
+    _configure_logging(config)
     source, target = make_store(config, args.source), make_store(config, args.target)
     try:
         moved = await _move_token_set(source, target, force=args.force)
@@ -397,5 +426,9 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _session(config: Config) -> aiohttp.ClientSession:
+    import aiohttp
+
+    from .oauth import ssl_context
+
     connector = aiohttp.TCPConnector(ssl=ssl_context(config.tower))
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())

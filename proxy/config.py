@@ -14,6 +14,7 @@ import importlib.util
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -415,6 +416,7 @@ def _validate_redis(tokens: TokensConfig) -> None:
 def _validate(config: Config) -> None:
     _validate_upstream_url("tower.api_url", config.tower.api_url)
     _validate_upstream_url("tower.oauth_url", config.tower.oauth_url)
+    _validate_ca_file(config.tower.ca_file)
     _validate_redirect_uri(config.tower.redirect_uri)
     _validate_server(config.server)
     if config.tokens.store not in {"file", "redis"}:
@@ -440,6 +442,18 @@ def _validate_upstream_url(name: str, value: str) -> None:
             f"{name}: plain http is allowed only on a loopback host "
             f"(the sandbox); use https:// for {url.host}"
         )
+
+
+def _validate_ca_file(path: str) -> None:
+    """Fail at load, naming the key, rather than at the first TLS handshake."""
+    if not path:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:  # before OSError, its base class
+        raise ConfigError(f"tower.ca_file: {path} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigError(f"tower.ca_file: cannot read {path}: {exc.strerror}") from None
 
 
 def _validate_redirect_uri(value: str) -> None:

@@ -9,6 +9,9 @@ into HTTP answers for forwarded requests.
 
 from __future__ import annotations
 
+import itertools
+import os
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +31,7 @@ from .errors import (
     TokenUnavailable,
 )
 from .headers import client_response_headers, upstream_request_headers
+from .limits import progress_deadline
 from .metrics import Metrics
 from .responses import error_response
 from .rewrite import MAX_REWRITE, LinkRewriter, is_rewritable
@@ -39,6 +43,7 @@ log = structlog.get_logger("proxy.forward")
 
 _SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 _FORBIDDEN_METHODS = frozenset({"CONNECT", "TRACE"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class Exchange:
 class Forwarder:
     upstream: Upstream
     session: aiohttp.ClientSession
+    fresh_session: aiohttp.ClientSession  # never reuses a connection: for the one retry
     tokens: TokenManager
     rewriter: LinkRewriter
     rewrite_bodies: bool
@@ -67,6 +73,7 @@ class Forwarder:
     timeout: aiohttp.ClientTimeout
     metrics: Metrics | None = None
     egress: Egress = DIRECT  # resolved once: no environment lookup per request
+    body_stall_timeout: float = 30.0  # a client body silent this long: 408
 
     async def handle(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
         try:
@@ -98,7 +105,7 @@ class Forwarder:
     async def _forward(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
         if request.method in _FORBIDDEN_METHODS:
             raise Refused("method_not_allowed", f"{request.method} is not proxied")
-        url = self.upstream.url_for(request.raw_path)
+        url = self.upstream.url_for(request.raw_path, method=request.method)
         body = await self._read_body(request)
         exchange.bytes_in = body.size
         try:
@@ -114,7 +121,8 @@ class Forwarder:
             raise BodyTooLarge(self.max_body_size)
         if not request.body_exists:
             return ReplayableBody()
-        return await ReplayableBody.read(request.content, max_size=self.max_body_size)
+        async with progress_deadline(request.content, self.body_stall_timeout):
+            return await ReplayableBody.read(request.content, max_size=self.max_body_size)
 
     async def _send_with_replay(
         self,
@@ -149,10 +157,36 @@ class Forwarder:
         if body.size or method in ("POST", "PUT", "PATCH"):
             outgoing["Content-Length"] = str(body.size)
         started = time.perf_counter()
-        response = await self.session.request(
+        try:
+            response = await self._request(self.session, method, url, outgoing, body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            # The connection died before the response began: typically a kept-alive
+            # one that Tower closed while idle.  Safe to send once more when the
+            # method is idempotent (RFC 9110 9.2.2), on a connection of its own.
+            if isinstance(exc, aiohttp.ClientConnectorError) or method not in _IDEMPOTENT:
+                raise
+            log.info(
+                "upstream_connection_lost_retrying",
+                request_id=headers.get("X-Request-ID"),
+                reason=type(exc).__name__,
+            )
+            response = await self._request(self.fresh_session, method, url, outgoing, body)
+        if self.metrics is not None:
+            self.metrics.upstream_latency.observe(time.perf_counter() - started)
+        return response
+
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: ReplayableBody,
+    ) -> aiohttp.ClientResponse:
+        return await session.request(
             method,
             url,
-            headers=outgoing,
+            headers=headers,
             data=body.payload(),
             allow_redirects=False,
             timeout=self.timeout,
@@ -160,9 +194,6 @@ class Forwarder:
             proxy=self.egress.proxy,
             proxy_headers=self.egress.proxy_headers,
         )
-        if self.metrics is not None:
-            self.metrics.upstream_latency.observe(time.perf_counter() - started)
-        return response
 
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse, exchange: Exchange
@@ -260,6 +291,29 @@ async def _read_at_most(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         buffer += chunk
     return bytes(buffer)
+
+
+class _RequestIds:
+    """32 hex digits like a uuid4 — a random per-process half and a counter —
+    without reading os.urandom on every request.  Reseeded in forked workers."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_REQUEST_IDS = _RequestIds()
+os.register_at_fork(after_in_child=_REQUEST_IDS.reset)
+
+
+def new_request_id() -> str:
+    return _REQUEST_IDS.next()
 
 
 def incoming_request_id(headers: CIMultiDictProxy[str]) -> str | None:

@@ -135,7 +135,8 @@ class Guard:
             "Access-Control-Allow-Methods": ", ".join(self.methods),
             "Access-Control-Allow-Headers": ", ".join(CORS_REQUEST_HEADERS),
             "Access-Control-Max-Age": _PREFLIGHT_MAX_AGE,
-            "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            # app.py adds "Vary: Origin" to every answer to a browser
+            "Vary": "Access-Control-Request-Method, Access-Control-Request-Headers",
         }
         return web.Response(status=204, headers=answer)
 

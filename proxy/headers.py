@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset(
@@ -39,6 +37,7 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "expect",
 }
 _NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
+_NO_PREFIX = "\0"  # no header name starts with NUL
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -50,17 +49,18 @@ def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
 
 def _filtered(
     headers: CIMultiDictProxy[str] | CIMultiDict[str],
-    dropped: Iterable[str],
+    dropped: frozenset[str],
     *,
-    dropped_prefix: str | None = None,
+    dropped_prefix: str = _NO_PREFIX,
 ) -> CIMultiDict[str]:
-    drop = set(dropped) | _connection_tokens(headers)
-    return CIMultiDict(
-        (name, value)
-        for name, value in headers.items()
-        if name.lower() not in drop
-        and not (dropped_prefix and name.lower().startswith(dropped_prefix))
-    )
+    listed = _connection_tokens(headers)
+    drop = dropped | listed if listed else dropped  # per request only when needed
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in drop and not lower.startswith(dropped_prefix):
+            kept.add(name, value)
+    return kept
 
 
 def upstream_request_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:

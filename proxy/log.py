@@ -42,6 +42,10 @@ _PATTERNS = re.compile(
 )
 
 
+# No registered secret (>= 6 chars) nor pattern match ("code=x") fits in less.
+_SHORTEST = 6
+
+
 class SecretRegistry:
     """The secrets this process knows, most recent last, bounded."""
 
@@ -50,10 +54,12 @@ class SecretRegistry:
 
     def add(self, *secrets: str) -> None:
         for secret in secrets:
-            if len(secret) >= 6 and secret not in self._secrets:
+            if len(secret) >= _SHORTEST and secret not in self._secrets:
                 self._secrets.append(secret)
 
     def scrub(self, text: str) -> str:
+        if len(text) < _SHORTEST:  # nothing to find: the common case of a log value
+            return text
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
@@ -75,13 +81,15 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
 
 
 def _shared_processors() -> list[Any]:
+    # Level, logger name and timestamp come after `redact`: they carry no
+    # secret, and scrubbing them was a tenth of a log line's cost.
     return [
         structlog.contextvars.merge_contextvars,
+        structlog.processors.format_exc_info,
+        redact,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        redact,
     ]
 
 

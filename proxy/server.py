@@ -1,11 +1,13 @@
 """Running the app on its listener until a signal, then draining.
 
-SIGTERM/SIGINT (or `POST /-/quit`): readiness turns 503 at once, new connections stop after
-`shutdown_delay` (time for load balancers to notice), in-flight
-requests (streams included) finish up to `drain_timeout`, exit 0.  A second
+SIGTERM/SIGINT (or `POST /-/quit`): readiness turns 503 at once, requests are
+still served for `shutdown_delay` (time for load balancers to notice), then
+the listener closes and in-flight requests (streams included) finish up to
+`drain_timeout`, exit 0.  A second
 signal exits at once.  An optional admin app (probes, metrics) runs on its
 own listener and is stopped last, so readiness reads 503 until the data
-listener has drained.  A unix socket is created 0600; a stale socket file
+listener has drained.  A unix socket is created with `unix_socket_mode`
+(0600 by default) and never has a looser one; a stale socket file
 left by a dead process is replaced, a live one is an error.
 """
 
@@ -24,6 +26,7 @@ from aiohttp import web
 from .admin import Lifecycle
 from .config import TcpAddress, UnixAddress
 from .errors import ConfigError
+from .limits import LimitedRunner
 
 log = structlog.get_logger("proxy.server")
 
@@ -40,17 +43,23 @@ async def serve(
     on_ready: OnReady | None = None,
     admin: tuple[web.Application, TcpAddress | UnixAddress] | None = None,
     reuse_port: bool = False,
+    max_connections: int = 0,
+    socket_mode: int = 0o600,
 ) -> None:
     """Serve until SIGTERM/SIGINT or a quit request, then drain and return."""
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=drain_timeout
+    runner = LimitedRunner(
+        app,
+        max_connections=max_connections,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=drain_timeout,
     )
     await runner.setup()
     admin_runner: web.AppRunner | None = None
     try:
         if admin is not None:
             admin_runner = await _start_admin(*admin)
-        await _start_site(runner, address, reuse_port=reuse_port)
+        await _start_site(runner, address, reuse_port=reuse_port, socket_mode=socket_mode)
         addresses = _describe(runner.addresses)
         log.info("listening", addresses=addresses)
         if on_ready is not None:
@@ -60,8 +69,9 @@ async def serve(
         await _wait_for_stop(lifecycle)
         lifecycle.draining = True
         log.info("draining", delay=shutdown_delay, timeout=drain_timeout)
-        # Still accepting for a moment so load balancers see readiness fail first.
+        # Still serving for a moment so load balancers see readiness fail first.
         await asyncio.sleep(shutdown_delay)
+        lifecycle.refusing = True
     finally:
         await runner.cleanup()
         if admin_runner is not None:
@@ -89,10 +99,12 @@ async def _start_site(
     *,
     key: str = "server.listen",
     reuse_port: bool = False,
+    socket_mode: int = 0o600,
 ) -> None:
     if isinstance(address, UnixAddress):
         _clear_stale_socket(address.path, key)
-        old_umask = os.umask(0o177)  # the socket is born 0600: no window for others
+        # The socket is born with its final mode: no window where others may connect.
+        old_umask = os.umask(0o777 & ~socket_mode)
         try:
             await web.UnixSite(runner, address.path).start()
         finally:

@@ -141,7 +141,12 @@ def _check_path(tail: str) -> None:
 
 def _fully_decoded(segment: str) -> str:
     for _ in range(_DECODE_ROUNDS):
-        decoded = unquote(segment, errors="strict")
+        try:
+            decoded = unquote(segment, errors="strict")
+        except UnicodeDecodeError:
+            # Invalid UTF-8 (`%80`, overlong `%c0%ae` that some servers read as
+            # "."): refused, so no server along the way can decode it differently.
+            raise Refused("bad_request", "path segment is not UTF-8 once decoded") from None
         if decoded == segment:
             return decoded
         segment = decoded

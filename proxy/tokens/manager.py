@@ -8,11 +8,16 @@ Invariants (SPEC section 3):
   across processes through the store's refresh lock, inside which the store
   is re-read before Tower is called;
 - the new set is saved (compare-and-set) before any request uses it;
+- a request starting while a generation that Tower rejected is being
+  refreshed waits for that refresh rather than spend a round trip on a
+  certain 401 (in a refresh storm, most requests are never sent twice);
 - a refresh, once started, is never cancelled by a client going away
   (a token obtained but not saved would break the rotation chain);
 - `invalid_grant` marks the generation dead ("reauthorization required")
   until the store holds a newer one; transient failures back off with jitter
-  and never cause a token-endpoint call per request.
+  and never cause a token-endpoint call per request; a backoff caused by an
+  unreachable store ends as soon as the store reports itself reachable again
+  (Redis back: the fleet recovers without waiting out the backoff).
 """
 
 from __future__ import annotations
@@ -73,7 +78,9 @@ class TokenManager:
         self._dead_generation: int | None = None
         self._failures = 0
         self._backoff_until = 0.0
+        self._backoff_until_store_back = False
         self._inflight: dict[int, asyncio.Task[TokenSet]] = {}
+        self._rejected_generation: int | None = None
         self._next_recheck = 0.0
         self._jitter = self._rng() * min(60.0, refresh_margin * 0.2)
         self.outcomes: Counter[str] = Counter()
@@ -113,7 +120,8 @@ class TokenManager:
         try:
             stored = await self.store.load()
         except StoreUnavailable as exc:
-            log.warning(
+            # Debug only: the store itself logs the outage once (token_store_unavailable).
+            log.debug(
                 "token_store_not_loaded",
                 store=self.store.description,
                 reason=str(exc),
@@ -133,6 +141,10 @@ class TokenManager:
             await self._load_or_fail()
         await self._pick_up_changes()
         current = self._require_current()
+        if self._rejected_generation == current.generation:
+            task = self._inflight.get(current.generation)
+            if task is not None:  # its successor is on the way: no certain 401 meanwhile
+                return await asyncio.shield(task)
         if current.is_expired(self._clock()):
             if self._in_backoff():
                 raise TokenUnavailable(
@@ -141,8 +153,12 @@ class TokenManager:
             return await self.refresh(current.generation)
         return current
 
-    async def refresh(self, failed_generation: int) -> TokenSet:
-        """A set newer than `failed_generation`, refreshing at most once for it."""
+    async def refresh(self, failed_generation: int, *, rejected: bool = True) -> TokenSet:
+        """A set newer than `failed_generation`, refreshing at most once for it.
+
+        `rejected`: Tower refused that generation (401, or it expired), so a
+        request starting meanwhile waits for this refresh instead of using it.
+        """
         current = self._require_current()
         if current.generation > failed_generation:
             return current
@@ -150,6 +166,8 @@ class TokenManager:
             raise TokenUnavailable(
                 "token refresh is backing off after a failure", retry_after=self._retry_after()
             )
+        if rejected:
+            self._rejected_generation = failed_generation
         task = self._inflight.get(failed_generation)
         if task is None:
             task = asyncio.create_task(self._refresh_once(failed_generation))
@@ -174,7 +192,7 @@ class TokenManager:
         if self._clock() < due or self._in_backoff():
             return False
         with contextlib.suppress(ReauthorizationRequired, TokenUnavailable, NoToken):
-            await self.refresh(current.generation)
+            await self.refresh(current.generation, rejected=False)  # still valid meanwhile
             return True
         return False
 
@@ -308,6 +326,7 @@ class TokenManager:
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
         delay *= 0.5 + self._rng()
         self._backoff_until = self._clock() + delay
+        self._backoff_until_store_back = self.store.problem() is not None
         self._record(reason)
         log.warning(
             "token_refresh_failed",
@@ -322,6 +341,8 @@ class TokenManager:
         self.last_refresh = (self._clock(), outcome)
 
     def _in_backoff(self) -> bool:
+        if self._backoff_until_store_back and self.store.problem() is None:
+            return False  # the outage that caused it is over
         return self._clock() < self._backoff_until
 
     def _retry_after(self) -> float:

@@ -20,7 +20,12 @@ Invariants:
   backoff) and resubscribed; after a reconnect `changed()` is True once,
   since notifications may have been missed while away;
 - every Redis failure leaves this module as StoreUnavailable (transient);
-  messages name the host, never the password.
+  messages name the host, never the password;
+- `close()` is bounded: background tasks stop on a flag as well as on
+  cancellation, because a cancel can be lost inside redis-py (its
+  `asyncio.wait_for` around socket writes swallows a cancel that lands as the
+  write completes: CPython gh-86296, fixed in 3.12), and a task that ignores
+  one cancel would otherwise loop forever.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ SOCKET_TIMEOUT = 3.0
 _POLL_START, _POLL_MAX = 0.02, 0.25
 _RECONNECT_START, _RECONNECT_MAX = 0.2, 5.0
 _PING_EVERY = 5.0
+_LISTEN_TICK = 1.0  # how often the listener looks at the closing flag
+CLOSE_TIMEOUT = 5.0
 _RELEASED = b"released"
 
 # KEYS[1] token hash, KEYS[2] channel; ARGV[1] set JSON, ARGV[2] expected, ARGV[3] new
@@ -121,6 +128,7 @@ class RedisStore:
         self._resync = False
         self._wake = asyncio.Event()
         self._local = asyncio.Lock()
+        self._closing = False
         SECRETS.add(password, URL(url).password or "")
 
     # -- the TokenStore protocol -------------------------------------------
@@ -165,14 +173,16 @@ class RedisStore:
         return self._problem
 
     async def close(self) -> None:
+        """Stop the monitor and disconnect, in at most about CLOSE_TIMEOUT seconds."""
+        self._closing = True
         if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+            await stop_task(self._monitor)
             self._monitor = None
         if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+            client, self._client = self._client, None
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await client.aclose()
 
     @asynccontextmanager
     async def refresh_lock(self) -> AsyncIterator[None]:
@@ -180,13 +190,13 @@ class RedisStore:
         async with self._local:  # one waiter per process; the rest queue here
             owner = secrets.token_hex(16)
             await self._acquire(owner)
-            watchdog = asyncio.create_task(self._keep_lock(owner))
+            done = asyncio.Event()
+            watchdog = asyncio.create_task(self._keep_lock(owner, done))
             try:
                 yield
             finally:
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
+                done.set()
+                await stop_task(watchdog)
                 await self._release(owner)
 
     # -- the lock ----------------------------------------------------------
@@ -210,14 +220,18 @@ class RedisStore:
             # Woken by the holder's "released" notice; polling covers a holder
             # that died (its lock expires silently) or a lost notification.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             delay = min(delay * 2, _POLL_MAX)
 
-    async def _keep_lock(self, owner: str) -> None:
-        """Extend our lock while we hold it, so a slow token call keeps it."""
+    async def _keep_lock(self, owner: str, done: asyncio.Event) -> None:
+        """Extend our lock until `done`, so a slow token call keeps it."""
         script = self._redis().register_script(_EXTEND)
-        while True:
-            await asyncio.sleep(self._lock_ttl_ms / 3000)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lock_ttl_ms / 3000):
+                    await done.wait()
+                return  # released: no more extending
             try:
                 kept = await script(keys=[self._lock_key], args=[owner, self._lock_ttl_ms])
             except (RedisError, OSError) as exc:
@@ -260,13 +274,15 @@ class RedisStore:
             raise StoreError(f"{self.description} holds unreadable data") from exc
 
     def _start_monitor(self) -> None:
+        if self._closing:
+            return
         if self._monitor is None or self._monitor.done():
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to watch
                 self._monitor = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
         delay = _RECONNECT_START
-        while True:
+        while not self._closing:
             try:
                 pubsub = self._redis().pubsub()
                 try:
@@ -286,8 +302,8 @@ class RedisStore:
     async def _listen(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         next_ping = loop.time() + _PING_EVERY
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        while not self._closing:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_LISTEN_TICK)
             if message is not None:
                 self._on_message(message.get("data"))
             if self._problem is not None or loop.time() >= next_ping:
@@ -308,7 +324,12 @@ class RedisStore:
     def _mark_down(self, exc: BaseException) -> None:
         reason = f"{self.description} is unreachable: {_reason(exc)}"
         if self._problem is None:
-            log.warning("token_store_unavailable", store=self.description, reason=_reason(exc))
+            log.warning(
+                "token_store_unavailable",
+                store=self.description,
+                reason=_reason(exc),
+                hint="not ready and no refresh until it answers; reconnecting with backoff",
+            )
         self._problem = reason
 
     def _mark_up(self) -> None:
@@ -316,6 +337,25 @@ class RedisStore:
             log.info("token_store_available", store=self.description)
             self._problem = None
             self._resync = True  # notifications may have been missed meanwhile
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it, cancelling again if a cancel was lost; bounded.
+
+    The task's own loop must also watch a flag: a lost cancel is retried every
+    tick, and after CLOSE_TIMEOUT the task is left to end on its flag.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_TIMEOUT
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.done():
+        log.warning("redis_task_not_stopped", task=task.get_name())
+        return
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.warning("redis_task_failed", task=task.get_name(), error=_reason(error))
 
 
 def _reason(exc: BaseException) -> str:

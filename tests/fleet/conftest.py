@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
+import trustme
 
 from proxy.config import Config
 from proxy.login import store_login
@@ -31,21 +32,48 @@ from ..conftest import LOG_DIR, SandboxHandle, ServeProcess, free_port, make_con
 from ..secret_scan import SESSION_SECRETS
 
 
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """A test CA and a server certificate for 127.0.0.1, as PEM files."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> TlsFiles:
+        authority = trustme.CA()
+        issued = authority.issue_cert("127.0.0.1", "localhost")
+        directory.mkdir(parents=True, exist_ok=True)
+        files = cls(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+        authority.cert_pem.write_to_path(str(files.ca))
+        issued.cert_chain_pems[0].write_to_path(str(files.cert))
+        issued.private_key_pem.write_to_path(str(files.key))
+        return files
+
+
 @dataclasses.dataclass
 class RedisServer:
-    """One redis-server child process; `stop()` and `start()` keep its port and data."""
+    """One redis-server child process; `stop()` and `start()` keep its port and data.
+
+    With `tls` (a test CA's files) it listens only for TLS on `port`.
+    """
 
     directory: Path
     port: int = dataclasses.field(default_factory=free_port)
     password: str = ""
+    tls: TlsFiles | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password or None, socket_timeout=5)
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
+        return redis.Redis(port=self.port, password=self.password or None, socket_timeout=5, **tls)
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -53,7 +81,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         conf = self.directory / "redis.conf"
         lines = [
-            f"port {self.port}",
+            *self._listen_lines(),
             "bind 127.0.0.1",
             f"dir {self.directory}",
             'save ""',
@@ -66,6 +94,18 @@ class RedisServer:
         conf.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen([binary, str(conf)], stdin=subprocess.DEVNULL)
         self._wait_for_ping()
+
+    def _listen_lines(self) -> list[str]:
+        if self.tls is None:
+            return [f"port {self.port}"]
+        return [
+            "port 0",
+            f"tls-port {self.port}",
+            f"tls-cert-file {self.tls.cert}",
+            f"tls-key-file {self.tls.key}",
+            f"tls-ca-cert-file {self.tls.ca}",
+            "tls-auth-clients no",
+        ]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -103,8 +143,10 @@ def make_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """Start private Redis servers (for tests that stop them); all stopped after."""
     servers: list[RedisServer] = []
 
-    def start(*, password: str = "", started: bool = True) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(servers)}", password=password)
+    def start(*, password: str = "", started: bool = True, tls: bool = False) -> RedisServer:
+        directory = tmp_path / f"redis-{len(servers)}"
+        files = TlsFiles.make(directory / "tls") if tls else None
+        server = RedisServer(directory, password=password, tls=files)
         if password:
             SESSION_SECRETS.add(password)
         servers.append(server)

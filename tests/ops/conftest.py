@@ -7,6 +7,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import signal
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from proxy.sandbox import SANDBOX, SandboxSettings
 from proxy.sandbox import create_app as create_sandbox_app
 from proxy.tokens import FileStore, TokenSet
 
-from ..conftest import SandboxHandle, make_config
+from ..conftest import SandboxHandle, ServeProcess, make_config
 from ..secret_scan import SESSION_SECRETS
 
 
@@ -173,6 +174,26 @@ async def tls_login(config: Config, sandbox: TlsSandbox) -> TokenSet:
     async with aiohttp.ClientSession(connector=connector) as session:
         response = await OAuthClient(config.tower, session).exchange_code(code)
     return await store_login(FileStore(config.token_path), response)
+
+
+def with_server(config: Config, **values: Any) -> Config:
+    """`config` with some `[server]` keys changed."""
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, **values))
+
+
+async def http_status(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> int:
+    """The status of a GET, or 0 when nothing answers."""
+    try:
+        async with session.get(url, **kwargs) as response:
+            return response.status
+    except aiohttp.ClientError:
+        return 0
+
+
+async def stop(process: ServeProcess) -> int:
+    """SIGTERM a serve process; its exit code."""
+    process.proc.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.proc.wait(), 30)
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import LIFECYCLE
+
+from ..conftest import ROOT
 
 
 async def scrape(proxy) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -111,6 +114,16 @@ async def test_build_info_and_no_secrets(proxy, sandbox, logged_in, config):
     secrets = await sandbox.control("GET", "/_sandbox/secrets")
     for secret in [*secrets, config.tower.client_secret, logged_in.access_token]:
         assert secret not in text
+
+
+async def test_exported_names_are_the_documented_ones(proxy):
+    """Every metric family scraped is in the README's table, and every row is scraped."""
+    text = await (await proxy.get("/-/metrics")).text()
+    scraped = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(tower_proxy_[a-z_]+)", readme, re.MULTILINE))
+    assert scraped == documented
+    assert "_created" not in text  # no shadow series per counter
 
 
 async def test_unusual_methods_share_one_label(proxy):
