@@ -29,10 +29,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY proxy/ proxy/
 # The project's own wheel first (built in isolation by hatchling), then the
-# venv gets that wheel and its dependencies; no compiler, no source in the result.
+# venv gets that wheel and its dependencies, with the redis store and uvloop
+# extras; no compiler, no source in the result.
 RUN python3 -m venv /opt/tower-proxy \
  && /opt/tower-proxy/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/tower-proxy/bin/pip install /wheels/tower_proxy-*.whl \
+ && set -- /wheels/tower_proxy-*.whl \
+ && /opt/tower-proxy/bin/pip install "$1[redis,speed]" \
  && /opt/tower-proxy/bin/tower-proxy --help > /dev/null
 
 # -- runtime -------------------------------------------------------------------
