@@ -138,8 +138,9 @@ class Forwarder:
             exchange.generation = token.generation
             return upstream
         upstream.release()
+        held = self.tokens.current  # newer already when another request refreshed meanwhile
+        exchange.refreshed = held is None or held.generation <= token.generation
         newer = await self.tokens.refresh(token.generation)
-        exchange.refreshed = True
         exchange.replayed = True
         exchange.generation = newer.generation
         return await self._send(method, url, headers, body, newer)
