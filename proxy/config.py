@@ -179,7 +179,6 @@ def load_config(
     parts = {name: _build_section(name, cls, merged[name]) for name, cls in _SECTIONS.items()}
     config = Config(**parts, source=str(file_path or ""))
     config = _resolve_secret_files(config)
-    config = _resolve_redis_password_file(config)
     _validate(config)
     return config
 
@@ -367,37 +366,25 @@ def is_loopback_host(host: str) -> bool:
 
 
 def _resolve_secret_files(config: Config) -> Config:
-    tower = config.tower
-    if not tower.client_secret_file:
-        return config
-    if tower.client_secret:
-        raise ConfigError(
-            "tower.client_secret_file: set either client_secret or client_secret_file, not both"
-        )
-    try:
-        secret = Path(tower.client_secret_file).expanduser().read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"tower.client_secret_file: cannot read {tower.client_secret_file}: {exc.strerror}"
-        ) from None
-    return dataclasses.replace(config, tower=dataclasses.replace(tower, client_secret=secret))
+    """Read each `<key>_file` secret into the key it stands for."""
+    for section, key in (("tower", "client_secret"), ("tokens", "redis_password")):
+        config = _resolve_secret_file(config, section, key)
+    return config
 
 
-def _resolve_redis_password_file(config: Config) -> Config:
-    tokens = config.tokens
-    if not tokens.redis_password_file:
+def _resolve_secret_file(config: Config, section: str, key: str) -> Config:
+    part = getattr(config, section)
+    path = getattr(part, f"{key}_file")
+    if not path:
         return config
-    if tokens.redis_password:
-        raise ConfigError(
-            "tokens.redis_password_file: set either redis_password or redis_password_file, not both"
-        )
+    name = f"{section}.{key}_file"
+    if getattr(part, key):
+        raise ConfigError(f"{name}: set either {key} or {key}_file, not both")
     try:
-        password = Path(tokens.redis_password_file).expanduser().read_text().strip()
+        value = Path(path).expanduser().read_text().strip()
     except OSError as exc:
-        raise ConfigError(
-            f"tokens.redis_password_file: cannot read {tokens.redis_password_file}: {exc.strerror}"
-        ) from None
-    return dataclasses.replace(config, tokens=dataclasses.replace(tokens, redis_password=password))
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    return dataclasses.replace(config, **{section: dataclasses.replace(part, **{key: value})})
 
 
 def _validate_redis(tokens: TokensConfig) -> None:
