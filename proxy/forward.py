@@ -139,8 +139,9 @@ class Forwarder:
             return upstream
         upstream.release()
         held = self.tokens.current  # newer already when another request refreshed meanwhile
-        exchange.refreshed = held is None or held.generation <= token.generation
         newer = await self.tokens.refresh(token.generation)
+        picked_up = held is not None and held.generation > token.generation
+        exchange.refreshed = not picked_up and self.tokens.refreshed_here(newer)
         exchange.replayed = True
         exchange.generation = newer.generation
         return await self._send(method, url, headers, body, newer)

@@ -82,6 +82,7 @@ class TokenManager:
         self._inflight: dict[int, asyncio.Task[TokenSet]] = {}
         self._rejected_generation: int | None = None
         self._next_recheck = 0.0
+        self._refreshed_generation: int | None = None  # the last set this process got from Tower
         self._jitter = self._rng() * min(60.0, refresh_margin * 0.2)
         self.outcomes: Counter[str] = Counter()
         self.last_refresh: tuple[float, str] | None = None
@@ -95,6 +96,10 @@ class TokenManager:
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+    def refreshed_here(self, token: TokenSet) -> bool:
+        """Whether `token` came from a refresh this process made (not from the store)."""
+        return token.generation == self._refreshed_generation
 
     def now(self) -> float:
         return self._clock()
@@ -286,6 +291,7 @@ class TokenManager:
             if not await self.store.save(new, expected_generation=stored.generation):
                 raise TokenUnavailable("token store changed under the refresh lock", retry_after=1)
         self._adopt(new, source="refresh")
+        self._refreshed_generation = new.generation
         self._record("ok")
         log.info(
             "token_refreshed",
