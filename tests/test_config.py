@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
+from pathlib import Path
+
 import pytest
 
-from proxy.config import ConfigError, load_config, masked, parse_size
+from proxy.config import _SECTIONS, ConfigError, load_config, masked, parse_size
+
+EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
 
 def _write(tmp_path, text):
@@ -21,6 +27,16 @@ def test_defaults_match_the_spec():
     assert config.server.max_body_size == 64 * 1024 * 1024
     assert config.tokens.refresh_margin == 300
     assert config.tower.redirect_uri == "urn:ietf:wg:oauth:2.0:oob"
+
+
+def test_the_example_file_names_every_key_with_its_default():
+    """config.example.toml loads as it is and sets every key to the built-in default."""
+    documented = tomllib.loads(EXAMPLE.read_text())
+    for section, cls in _SECTIONS.items():
+        assert set(documented[section]) == {field.name for field in dataclasses.fields(cls)}
+    from_example = load_config(str(EXAMPLE), env={})
+    default = load_config(None, env={"TOWER_PROXY_CONFIG": "/dev/null"})
+    assert dataclasses.replace(from_example, source="") == dataclasses.replace(default, source="")
 
 
 def test_flag_beats_environment_beats_file(tmp_path):
