@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -97,7 +98,8 @@ def _machine() -> dict[str, str]:
     versions = {}
     for tool, argv in {"nginx": ["nginx", "-v"], "wrk": ["wrk", "-v"]}.items():
         out = subprocess.run(argv, capture_output=True, text=True)
-        versions[tool] = (out.stderr or out.stdout).strip().splitlines()[0]
+        first_line = (out.stderr or out.stdout).strip().splitlines()[0]
+        versions[tool] = " ".join(first_line.split()[:3])  # "wrk debian/4.1.0-3+b2 [epoll]"
     return {
         "cpu": cpu,
         "cores": str(len([x for x in Path("/proc/cpuinfo").read_text().split("\n\n") if x])),
@@ -154,7 +156,13 @@ def _measure(
     pids: dict[str, int] = {}
     token_path = stack.work / "main" / "token.json"
     write_token_file(token_path)
-    for name, workers in [("tower-proxy", 0), (f"tower-proxy-{args.workers}w", args.workers)]:
+    legs = [
+        ("tower-proxy", 0, "info"),
+        # The same without the per-request log line: what that line costs.
+        ("tower-proxy-nolog", 0, "warning"),
+        (f"tower-proxy-{args.workers}w", args.workers, "info"),
+    ]
+    for name, workers, level in legs:
         if workers and not _workers_supported():
             continue
         port = free_port()
@@ -165,6 +173,7 @@ def _measure(
             port=port,
             token_path=token_path,
             workers=workers,
+            log_level=level,
         )
         proc, _ = start_tower_proxy(stack, name, config, port)
         targets[name] = f"http://127.0.0.1:{port}"
@@ -226,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = args.out or ROOT / "bench" / "results"  # the numbers behind the report
     raw.mkdir(parents=True, exist_ok=True)
     (raw / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
-    command = "bench/run" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = shlex.join(["bench/run", *(argv if argv is not None else sys.argv[1:])])
     print(report.table(results))
     report.write_markdown(out / "benchmarks.md", results, command=command)
     if report.write_chart(out / "benchmarks.png", results):

@@ -35,6 +35,11 @@ from .stack import (
 PY_SPY = ROOT / "bench" / ".venv-mitm" / "bin" / "py-spy"  # installed by bench/run
 
 
+# The call chain every sample shares (start-up down to the event loop).
+_SPINE = ("<module>", "_run_module_as_main", "_run_code", "main", "_serve_processes",
+          "_serve_on_loop", "Runner.run")  # fmt: skip
+
+
 def _frame_name(frame: str) -> str:
     # py-spy raw frames look like "function (path/to/file.py:123)".
     name, _, where = frame.partition(" (")
@@ -42,8 +47,18 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({file})"
 
 
+def _component(frame: str) -> str:
+    """Which library (or which module of ours) a frame belongs to."""
+    path = frame.partition(" (")[2].rsplit(":", 1)[0]
+    parts = path.split("/")
+    if parts[0] in ("proxy", "aiohttp") and len(parts) > 1:
+        return f"{parts[0]}/{parts[-1]}"
+    return parts[0] if len(parts) > 1 else f"stdlib {path}"
+
+
 def summarize(collapsed: str, top: int) -> str:
     own: collections.Counter[str] = collections.Counter()
+    by_component: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.splitlines():
@@ -51,13 +66,18 @@ def summarize(collapsed: str, top: int) -> str:
         if not stack:
             continue
         count = int(count_text)
-        frames = [_frame_name(f) for f in stack.split(";")]
+        raw_frames = stack.split(";")
+        frames = [_frame_name(f) for f in raw_frames]
         total += count
         own[frames[-1]] += count
+        by_component[_component(raw_frames[-1])] += count
         for name in set(frames):
-            inclusive[name] += count
-    lines = [f"{total} samples", "", "own time:"]
+            if name.split(" (")[0] not in _SPINE:
+                inclusive[name] += count
+    lines = [f"{total} samples", "", "own time by function:"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
+    lines += ["", "own time by module:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in by_component.most_common(top)]
     lines += ["", "inclusive time:"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
     return "\n".join(lines)

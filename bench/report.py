@@ -174,7 +174,8 @@ def _details(results: dict[str, Any]) -> str:
     if storm:
         lines.append(
             f"- Refresh storm: {storm['requests']} concurrent requests on a revoked token: "
-            f"{storm['refreshes']} refresh, {storm['failed']} failed, p99 {storm['p99_ms']:.1f} ms; "
+            f"{storm['refreshes']} refresh, {storm.get('upstream_401s', '?')} request(s) sent upstream "
+            f"with the revoked token, {storm['failed']} failed, p99 {storm['p99_ms']:.1f} ms; "
             f"the same requests straight to the sandbox with a valid token p99 "
             f"{storm['upstream_p99_ms']:.1f} ms, one token round trip {storm['token_round_trip_ms']:.1f} ms."
         )
@@ -213,7 +214,8 @@ median over rounds — not the absolute numbers.
   sparse {settings.get("download_bytes", 0) / 1024**3:g} GiB file for the download, all on loopback.
 - Targets: the upstream **direct**; **nginx-proxy** (`proxy_set_header Authorization`, keep-alive
   upstream pool — the reference); **tower-proxy** (`tower-proxy serve`, default settings, JSON
-  canonical log line per request written to a file); **tower-proxy-Nw** (`[server] workers = N`);
+  canonical log line per request written to a file); **tower-proxy-nolog** (the same with
+  `log.level = "warning"`: no per-request line); **tower-proxy-Nw** (`[server] workers = N`);
   **plain-aiohttp** (`bench/plain_proxy.py`, a minimal streaming proxy); **mitmproxy**
   (`mitmdump --mode reverse:` with `bench/mitm_addon.py`; left out of the download).
 - Load: wrk, 32 connections / 2 threads for throughput, 1 connection for latency,

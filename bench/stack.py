@@ -257,6 +257,7 @@ def write_proxy_config(
     ca_file: str = "",
     workers: int = 0,
     max_connections: int = 0,
+    log_level: str = "info",
 ) -> Path:
     workers_line = f"workers = {workers}\n" if workers else ""
     if max_connections:
@@ -276,7 +277,7 @@ listen = "127.0.0.1:{port}"
 path = {json.dumps(str(token_path))}
 
 [log]
-level = "info"
+level = "{log_level}"
 format = "json"
 """
     )

@@ -33,6 +33,7 @@ class Seen:
     index: int  # 0: the first request on that connection
     body: bytes
     dropped: bool
+    authorization: str | None = None
 
 
 @dataclasses.dataclass
@@ -51,7 +52,7 @@ class DroppingUpstream:
             while request := await _read_request(reader):
                 method, path, headers, body = request
                 seen = Seen(method, path, headers.get("x-request-id", ""), connection, index, body,
-                            dropped=False)  # fmt: skip
+                            dropped=False, authorization=headers.get("authorization"))  # fmt: skip
                 seen.dropped = index > 0 and path.startswith("/api/v1/") and self.drop(seen)
                 self.seen.append(seen)
                 if seen.dropped:
@@ -185,3 +186,15 @@ async def test_a_dropped_post_is_not_resent(start_upstream, make_proxy, tmp_path
     assert response.status == 502
     assert response.headers["X-Tower-Proxy-Error"] == "upstream_unreachable"
     assert [(s.method, s.dropped) for s in upstream.api()] == [("GET", False), ("POST", True)]
+
+
+async def test_the_pool_is_warm_before_the_first_request(start_upstream, make_proxy, tmp_path):
+    """At start-up one connection is opened (HEAD /, no token); the first request reuses it."""
+    upstream = await start_upstream(lambda seen: False)
+    proxy = await make_proxy(await _config(upstream, tmp_path))
+
+    assert [(s.method, s.path, s.authorization) for s in upstream.seen] == [("HEAD", "/", None)]
+    assert (await proxy.get("/api/v1/projects/p1")).status == 200
+    first = upstream.api()[0]
+    assert (first.connection, first.index) == (upstream.seen[0].connection, 1)
+    assert upstream.connections == 1
