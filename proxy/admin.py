@@ -38,10 +38,13 @@ class Lifecycle:
     connection gets 503 `shutting_down`.
     """
 
-    draining: bool = False
     refusing: bool = False
     # Set once a stop was asked for (signal or quit); `serve` waits on it.
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def draining(self) -> bool:
+        return self.stop_requested.is_set()
 
     def request_stop(self) -> bool:
         """Ask `serve` to drain and stop; False when a stop was already asked for."""
@@ -64,14 +67,15 @@ def startupz(tokens: TokenManager | None) -> web.Response:
 
 
 def readyz(lifecycle: Lifecycle, tokens: TokenManager | None) -> web.Response:
-    reason = _not_ready_reason(lifecycle, tokens)
+    reason = not_ready_reason(lifecycle, tokens)
     if reason is None:
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "not ready", "reason": reason}, status=503)
 
 
-def _not_ready_reason(lifecycle: Lifecycle, tokens: TokenManager | None) -> str | None:
-    if lifecycle.draining or lifecycle.stop_requested.is_set():
+def not_ready_reason(lifecycle: Lifecycle, tokens: TokenManager | None) -> str | None:
+    """Why `/-/readyz` answers 503 (also the `ready` gauge), or None."""
+    if lifecycle.draining:
         return "draining"
     if tokens is None:
         return "starting"

@@ -23,7 +23,7 @@ from .admin import Lifecycle
 from .config import Config
 from .egress import egress_for
 from .errors import Refused
-from .forward import Exchange, Forwarder, incoming_request_id, new_request_id
+from .forward import Exchange, Forwarder
 from .guard import Guard, is_preflight
 from .limits import handler_args
 from .log import SECRETS
@@ -68,7 +68,10 @@ def create_app(
     app[LIFECYCLE] = Lifecycle()
     app[STORE] = store if store is not None else make_store(config)
     lifecycle = app[LIFECYCLE]
-    app[METRICS] = Metrics(tokens=lambda: app.get(TOKENS), draining=lambda: lifecycle.draining)
+    app[METRICS] = Metrics(
+        tokens=lambda: app.get(TOKENS),
+        ready=lambda: admin.not_ready_reason(lifecycle, app.get(TOKENS)) is None,
+    )
     SECRETS.add(config.tower.client_secret, *(k.decode() for k in app[GUARD].keys))
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_token_manager(clock, proactive_tick))
@@ -186,8 +189,8 @@ def _forwarder(
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     app = request.app
-    exchange = Exchange(request_id=incoming_request_id(request.headers) or new_request_id())
-    if request.raw_path.startswith("/-/"):
+    exchange = Exchange.begin(request)
+    if exchange.path.startswith("/-/"):
         response = await _answer(request, app, exchange)
     else:
         response = await _answer_counted(request, app, exchange)
@@ -213,19 +216,19 @@ async def _answer_counted(
 async def _answer(
     request: web.Request, app: web.Application, exchange: Exchange
 ) -> web.StreamResponse:
-    raw_path = request.raw_path
+    path = exchange.path
     try:
         if is_preflight(request):
             return app[GUARD].preflight(request)
-        if raw_path.split("?", 1)[0] not in _PROBES:
+        if path not in _PROBES:
             app[GUARD].check_request(request)
     except Refused as exc:
         exchange.error = exc.code
         return error_response(exc.code, exc.description)
-    if raw_path.startswith("/-/"):
+    if path.startswith("/-/"):
         if app[CONFIG].server.admin_listen:
             return error_response("not_found", "admin endpoints answer on server.admin_listen")
-        return _admin(request, app, raw_path.split("?", 1)[0])
+        return _admin(request, app, path)
     if app[LIFECYCLE].refusing:
         exchange.error = "shutting_down"
         return error_response("shutting_down", "the proxy is shutting down")
@@ -269,21 +272,21 @@ def create_admin_app(main: web.Application) -> web.Application:
 
 async def _admin_listener_dispatch(request: web.Request) -> web.StreamResponse:
     app = request.app[MAIN_APP]
-    path = request.raw_path.split("?", 1)[0]
-    exchange = Exchange(request_id=incoming_request_id(request.headers) or new_request_id())
+    exchange = Exchange.begin(request)
     response: web.StreamResponse
-    if not path.startswith("/-/"):
+    if not exchange.path.startswith("/-/"):
         exchange.error = "not_found"
         response = error_response("not_found", "only /-/ endpoints answer on this address")
     else:
-        response = _admin_guarded(request, app, path, exchange)
+        response = _admin_guarded(request, app, exchange)
     _log_exchange(request, response, exchange)
     return response
 
 
 def _admin_guarded(
-    request: web.Request, app: web.Application, path: str, exchange: Exchange
+    request: web.Request, app: web.Application, exchange: Exchange
 ) -> web.StreamResponse:
+    path = exchange.path
     try:
         if path not in _QUIET:
             app[GUARD].check_request(request)
@@ -294,7 +297,7 @@ def _admin_guarded(
 
 
 def _log_exchange(request: web.Request, response: web.StreamResponse, exchange: Exchange) -> None:
-    path = request.raw_path.split("?", 1)[0]
+    path = exchange.path
     if path in _QUIET:
         return
     log.info(

@@ -51,6 +51,7 @@ class Exchange:
     """What happened to one client request: the canonical log line's fields."""
 
     request_id: str
+    path: str  # the target without its query (which may hold secrets)
     started: float = field(default_factory=time.perf_counter)
     upstream_status: int | None = None
     bytes_in: int = 0
@@ -59,6 +60,11 @@ class Exchange:
     replayed: bool = False
     error: str | None = None
     generation: int | None = None
+
+    @classmethod
+    def begin(cls, request: web.Request) -> Exchange:
+        request_id = incoming_request_id(request.headers) or new_request_id()
+        return cls(request_id=request_id, path=request.raw_path.partition("?")[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,6 @@ class TokenView(Protocol):
 
     def now(self) -> float: ...
 
-    def problem(self) -> str | None: ...
-
 
 class _TokenLike(Protocol):
     @property
@@ -72,11 +70,11 @@ class Metrics:
         self,
         *,
         tokens: Callable[[], TokenView | None] = lambda: None,
-        draining: Callable[[], bool] = lambda: False,
+        ready: Callable[[], bool] = lambda: False,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._define(self.registry)
-        self.registry.register(TokenCollector(tokens, draining))
+        self.registry.register(TokenCollector(tokens, ready))
         self._by_method_class = {
             (method, index + 1): self._requests.labels(method=method, status_class=klass)
             for method in (*METHODS, "other")
@@ -143,9 +141,9 @@ class Metrics:
 class TokenCollector(Collector):
     """Token state, read from the manager when scraped (zero cost per request)."""
 
-    def __init__(self, tokens: Callable[[], TokenView | None], draining: Callable[[], bool]):
+    def __init__(self, tokens: Callable[[], TokenView | None], ready: Callable[[], bool]):
         self._tokens = tokens
-        self._draining = draining
+        self._ready = ready
 
     def collect(self) -> Iterator[Metric]:
         manager = self._tokens()
@@ -176,11 +174,10 @@ class TokenCollector(Collector):
                 "Generation of the held token set (grows by one per login or refresh).",
                 value=current.generation,
             )
-        ready = manager is not None and manager.problem() is None and not self._draining()
         yield GaugeMetricFamily(
             f"{NAMESPACE}_ready",
             "1 when /-/readyz answers 200 (usable token, not draining), else 0.",
-            value=1 if ready else 0,
+            value=1 if self._ready() else 0,
         )
 
 

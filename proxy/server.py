@@ -67,7 +67,6 @@ async def serve(
             if result is not None:
                 await result
         await _wait_for_stop(lifecycle)
-        lifecycle.draining = True
         log.info("draining", delay=shutdown_delay, timeout=drain_timeout)
         # Still serving for a moment so load balancers see readiness fail first.
         await asyncio.sleep(shutdown_delay)

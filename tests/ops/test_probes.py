@@ -132,7 +132,7 @@ async def test_draining_serves_then_refuses(proxy):
     normal = await proxy.get("/api/v1/user")
     assert normal.status == 200 and normal.headers.get("Connection") != "close"
     lifecycle = proxy.app[LIFECYCLE]
-    lifecycle.draining = True
+    lifecycle.request_stop()
     assert (await proxy.get("/-/readyz")).status == 503
     served = await proxy.get("/api/v1/user")
     assert (served.status, served.headers["Connection"]) == (200, "close")
