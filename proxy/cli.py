@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
-Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+# A command returns its exit code, or a coroutine run on a fresh event loop for
+# it (`serve` runs its own loops: one per worker process).
+Command = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,9 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
     try:
-        if args.command == "serve":
-            return _serve_processes(args)
-        return int(asyncio.run(args.run(args)))
+        outcome = args.run(args)
+        return int(asyncio.run(outcome) if isinstance(outcome, Coroutine) else outcome)
     except ConfigError as exc:
         _fail(f"config error: {exc}")
         return EXIT_CONFIG
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--config", metavar="F", help="config file (TOML)")
         return sub
 
-    serve_cmd = command("serve", _serve, "run the proxy until SIGTERM/SIGINT")
+    serve_cmd = command("serve", _serve_processes, "run the proxy until SIGTERM/SIGINT")
     serve_cmd.add_argument("--listen", metavar="ADDR", help="HOST:PORT or unix:/path")
     login = command("login", _login, "authorize once and store the token set")
     source = login.add_mutually_exclusive_group()
@@ -141,17 +142,18 @@ def _serve_processes(args: argparse.Namespace) -> int:
         listen = "[{}]:{}" if ":" in address.host else "{}:{}"
 
         def serve_one(resolved: TcpAddress) -> int:
-            args.listen = listen.format(resolved.host, resolved.port)
-            return _serve_on_loop(args, config, reuse_port=True)
+            server = dataclasses.replace(
+                config.server, listen=listen.format(resolved.host, resolved.port)
+            )
+            return _serve_on_loop(dataclasses.replace(config, server=server), reuse_port=True)
 
         return run_workers(config.server.workers, address, serve_one)
-    return _serve_on_loop(args, config, reuse_port=False)
+    return _serve_on_loop(config, reuse_port=False)
 
 
-def _serve_on_loop(args: argparse.Namespace, config: Config, *, reuse_port: bool) -> int:
-    # uvloop roughly halves the event loop's share of a proxied request (bench/).
+def _serve_on_loop(config: Config, *, reuse_port: bool) -> int:
     with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
-        return int(runner.run(_serve(args, reuse_port=reuse_port)))
+        return int(runner.run(_serve(config, reuse_port=reuse_port)))
 
 
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -164,11 +166,10 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     return uvloop.new_event_loop
 
 
-async def _serve(args: argparse.Namespace, *, reuse_port: bool = False) -> int:
+async def _serve(config: Config, *, reuse_port: bool) -> int:
     from .app import LIFECYCLE, create_admin_app, create_app
     from .server import serve
 
-    config = _config(args, listen=args.listen)
     _configure_logging(config)
     store = make_store(config)
     await _require_stored_token(store)
