@@ -77,7 +77,7 @@ class Forwarder:
     rewrite_bodies: bool
     max_body_size: int
     timeout: aiohttp.ClientTimeout
-    metrics: Metrics | None = None
+    metrics: Metrics
     egress: Egress = DIRECT  # resolved once: no environment lookup per request
     body_stall_timeout: float = 30.0  # a client body silent this long: 408
 
@@ -179,8 +179,7 @@ class Forwarder:
                 reason=type(exc).__name__,
             )
             response = await self._request(self.fresh_session, method, url, outgoing, body)
-        if self.metrics is not None:
-            self.metrics.upstream_latency.observe(time.perf_counter() - started)
+        self.metrics.upstream_latency.observe(time.perf_counter() - started)
         return response
 
     async def _request(
