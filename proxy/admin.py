@@ -16,10 +16,11 @@ import asyncio
 from dataclasses import dataclass, field
 
 import structlog
-from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .config import is_loopback_host
+from .messages import Request, Response
 from .metrics import Metrics
 from .responses import error_response
 from .tokens.manager import TokenManager
@@ -54,23 +55,23 @@ class Lifecycle:
         return True
 
 
-def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+def healthz(_request: Request) -> Response:
+    return Response.json({"status": "ok"})
 
 
-def startupz(tokens: TokenManager | None) -> web.Response:
+def startupz(tokens: TokenManager | None) -> Response:
     if tokens is not None and tokens.loaded:
-        return web.json_response({"status": "started"})
-    return web.json_response(
+        return Response.json({"status": "started"})
+    return Response.json(
         {"status": "starting", "reason": "token store not loaded yet"}, status=503
     )
 
 
-def readyz(lifecycle: Lifecycle, tokens: TokenManager | None) -> web.Response:
+def readyz(lifecycle: Lifecycle, tokens: TokenManager | None) -> Response:
     reason = not_ready_reason(lifecycle, tokens)
     if reason is None:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "not ready", "reason": reason}, status=503)
+        return Response.json({"status": "ready"})
+    return Response.json({"status": "not ready", "reason": reason}, status=503)
 
 
 def not_ready_reason(lifecycle: Lifecycle, tokens: TokenManager | None) -> str | None:
@@ -82,13 +83,12 @@ def not_ready_reason(lifecycle: Lifecycle, tokens: TokenManager | None) -> str |
     return tokens.problem()
 
 
-def metrics(registry: Metrics) -> web.Response:
-    response = web.Response(body=registry.render(), headers={"Cache-Control": "no-store"})
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
+def metrics(registry: Metrics) -> Response:
+    headers = CIMultiDict({"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+    return Response(status=200, headers=headers, body=registry.render())
 
 
-def token_state(tokens: TokenManager | None) -> web.Response:
+def token_state(tokens: TokenManager | None) -> Response:
     if tokens is None:
         return error_response("token_unavailable", "the proxy is still starting", retry_after=1)
     current = tokens.current
@@ -100,19 +100,19 @@ def token_state(tokens: TokenManager | None) -> web.Response:
         at, outcome = tokens.last_refresh
         state["last_refresh"] = {"at": round(at), "outcome": outcome}
     state["refresh_outcomes"] = dict(tokens.outcomes)
-    return web.json_response(state, headers={"Cache-Control": "no-store"})
+    return Response.json(state, headers={"Cache-Control": "no-store"})
 
 
-def quit_(request: web.Request, lifecycle: Lifecycle) -> web.Response:
+def quit_(request: Request, lifecycle: Lifecycle) -> Response:
     if not from_loopback(request):
         return error_response("forbidden_host", "/-/quit answers only to loopback callers")
     first = lifecycle.request_stop()
     if first:
         log.info("quit_requested", via="POST /-/quit")
-    return web.json_response({"status": "quitting" if first else "already quitting"})
+    return Response.json({"status": "quitting" if first else "already quitting"})
 
 
-def from_loopback(request: web.Request) -> bool:
+def from_loopback(request: Request) -> bool:
     """True for a loopback TCP peer or a unix-socket peer (the socket is 0600)."""
     transport = request.transport
     if transport is None:

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import IO
 
-from aiohttp import StreamReader
+from .messages import RequestBody
 
 MEMORY_LIMIT = 1024 * 1024
 CHUNK = 256 * 1024
@@ -33,11 +33,11 @@ class ReplayableBody:
 
     @classmethod
     async def read(
-        cls, stream: StreamReader, *, max_size: int, memory_limit: int = MEMORY_LIMIT
+        cls, stream: RequestBody, *, max_size: int, memory_limit: int = MEMORY_LIMIT
     ) -> ReplayableBody:
         body = cls()
         try:
-            async for chunk in stream.iter_chunked(CHUNK):
+            async for chunk in stream:
                 body.size += len(chunk)
                 if body.size > max_size:
                     raise BodyTooLarge(max_size)
@@ -62,7 +62,7 @@ class ReplayableBody:
         return self._file is not None
 
     def payload(self) -> bytes | AsyncIterator[bytes] | None:
-        """What to hand to aiohttp for one send; call again for the replay."""
+        """What to hand to the upstream pool for one send; call again for the replay."""
         if self._file is not None:
             return self._iter_file(self._file)
         if self.size == 0:

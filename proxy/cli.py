@@ -167,25 +167,13 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
 
 
 async def _serve(config: Config, *, reuse_port: bool) -> int:
-    from .app import LIFECYCLE, create_admin_app, create_app
+    from .app import create_app
     from .server import serve
 
     _configure_logging(config)
     store = make_store(config)
     await _require_stored_token(store)
-    app = create_app(config, store=store)
-    admin_address = config.server.admin_address
-    await serve(
-        app,
-        config.server.address,
-        lifecycle=app[LIFECYCLE],
-        drain_timeout=config.server.drain_timeout,
-        shutdown_delay=config.server.shutdown_delay,
-        admin=(create_admin_app(app), admin_address) if admin_address else None,
-        reuse_port=reuse_port,
-        max_connections=config.server.max_connections,
-        socket_mode=config.server.socket_mode,
-    )
+    await serve(create_app(config, store=store), reuse_port=reuse_port)
     return EXIT_OK
 
 

@@ -13,16 +13,13 @@ import itertools
 import os
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiohttp
 import structlog
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from .body import BodyTooLarge, ReplayableBody
-from .egress import DIRECT, Egress
 from .errors import (
     NoToken,
     ReauthorizationRequired,
@@ -32,18 +29,29 @@ from .errors import (
 )
 from .headers import client_response_headers, upstream_request_headers
 from .limits import progress_deadline
+from .messages import Request, Response
 from .metrics import Metrics
 from .responses import error_response
 from .rewrite import MAX_REWRITE, LinkRewriter, is_rewritable
 from .target import Upstream
 from .tokens.manager import TokenManager
 from .tokens.model import TokenSet
+from .upstream import (
+    BrokenResponse,
+    ConnectionLost,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 
 log = structlog.get_logger("proxy.forward")
 
-_SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 _FORBIDDEN_METHODS = frozenset({"CONNECT", "TRACE"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# A body this small that is whole already goes back in one write, not streamed.
+_BUFFER_AT_ONCE = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -55,33 +63,37 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     upstream_status: int | None = None
     bytes_in: int = 0
-    bytes_out: int = 0
     refreshed: bool = False
     replayed: bool = False
     error: str | None = None
     generation: int | None = None
 
     @classmethod
-    def begin(cls, request: web.Request) -> Exchange:
+    def begin(cls, request: Request) -> Exchange:
         request_id = incoming_request_id(request.headers) or new_request_id()
-        return cls(request_id=request_id, path=request.raw_path.partition("?")[0])
+        return cls(request_id=request_id, path=request.path)
+
+
+class StreamAborted(ConnectionError):
+    """Tower's body broke off after the head went to the client (args: the reason)."""
+
+
+_NO_BODY = ReplayableBody()  # GET and friends: nothing to keep (close() is a no-op)
 
 
 @dataclass(frozen=True, slots=True)
 class Forwarder:
     upstream: Upstream
-    session: aiohttp.ClientSession
-    fresh_session: aiohttp.ClientSession  # never reuses a connection: for the one retry
+    pool: UpstreamPool
     tokens: TokenManager
     rewriter: LinkRewriter
     rewrite_bodies: bool
     max_body_size: int
-    timeout: aiohttp.ClientTimeout
     metrics: Metrics
-    egress: Egress = DIRECT  # resolved once: no environment lookup per request
     body_stall_timeout: float = 30.0  # a client body silent this long: 408
 
-    async def handle(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
+    async def handle(self, request: Request, exchange: Exchange) -> Response:
+        """The answer for `request` (Tower's, or the proxy's own error), not yet sent."""
         try:
             return await self._forward(request, exchange)
         except Refused as exc:
@@ -99,47 +111,50 @@ class Forwarder:
         except StoreError as exc:
             exchange.error = "token_unavailable"
             return error_response("token_unavailable", str(exc), retry_after=5)
-        except TimeoutError:
+        except (TimeoutError, UpstreamTimeout):
             exchange.error = "upstream_timeout"
             return error_response("upstream_timeout", "Tower did not answer in time")
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             exchange.error = "upstream_unreachable"
             return error_response(
                 "upstream_unreachable", f"cannot reach Tower ({type(exc).__name__})"
             )
 
-    async def _forward(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
-        if request.method in _FORBIDDEN_METHODS:
-            raise Refused("method_not_allowed", f"{request.method} is not proxied")
-        url = self.upstream.url_for(request.raw_path, method=request.method)
-        body = await self._read_body(request)
+    async def _forward(self, request: Request, exchange: Exchange) -> Response:
+        method = request.method
+        if method in _FORBIDDEN_METHODS:
+            raise Refused("method_not_allowed", f"{method} is not proxied")
+        target = self.upstream.target_for(request.raw_path, method=method)
+        body = await self._read_body(request) if request.body_exists else _NO_BODY
         exchange.bytes_in = body.size
+        headers = upstream_request_headers(request.headers)
+        headers.append(("X-Request-ID", exchange.request_id))
         try:
-            headers = upstream_request_headers(request.headers)
-            headers["X-Request-ID"] = exchange.request_id
-            upstream = await self._send_with_replay(request.method, url, headers, body, exchange)
+            upstream = await self._send_with_replay(method, target, headers, body, exchange)
         finally:
             body.close()
-        return await self._relay(request, upstream, exchange)
+        try:
+            return await self._relay(request, upstream, exchange)
+        except BaseException:
+            upstream.release()
+            raise
 
-    async def _read_body(self, request: web.Request) -> ReplayableBody:
+    async def _read_body(self, request: Request) -> ReplayableBody:
         if request.content_length is not None and request.content_length > self.max_body_size:
             raise BodyTooLarge(self.max_body_size)
-        if not request.body_exists:
-            return ReplayableBody()
-        async with progress_deadline(request.content, self.body_stall_timeout):
-            return await ReplayableBody.read(request.content, max_size=self.max_body_size)
+        async with progress_deadline(request.body, self.body_stall_timeout):
+            return await ReplayableBody.read(request.body, max_size=self.max_body_size)
 
     async def _send_with_replay(
         self,
         method: str,
-        url: URL,
-        headers: CIMultiDict[str],
+        target: str,
+        headers: list[tuple[str, str]],
         body: ReplayableBody,
         exchange: Exchange,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         token = await self.tokens.token()
-        upstream = await self._send(method, url, headers, body, token)
+        upstream = await self._send(method, target, headers, body, token, exchange)
         if not _token_rejected(upstream):
             exchange.generation = token.generation
             return upstream
@@ -150,150 +165,113 @@ class Forwarder:
         exchange.refreshed = not picked_up and self.tokens.refreshed_here(newer)
         exchange.replayed = True
         exchange.generation = newer.generation
-        return await self._send(method, url, headers, body, newer)
+        return await self._send(method, target, headers, body, newer, exchange)
 
     async def _send(
         self,
         method: str,
-        url: URL,
-        headers: CIMultiDict[str],
+        target: str,
+        headers: list[tuple[str, str]],
         body: ReplayableBody,
         token: TokenSet,
-    ) -> aiohttp.ClientResponse:
-        outgoing = CIMultiDict(headers)
-        outgoing["Authorization"] = f"Bearer {token.access_token}"
-        if body.size or method in ("POST", "PUT", "PATCH"):
-            outgoing["Content-Length"] = str(body.size)
+        exchange: Exchange,
+    ) -> UpstreamResponse:
+        outgoing = [*headers, ("Authorization", f"Bearer {token.access_token}")]
+        length = body.size if body.size or method in _WITH_BODY else None
         started = time.perf_counter()
         try:
-            response = await self._request(self.session, method, url, outgoing, body)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            # The connection died before the response began: typically a kept-alive
+            response = await self.pool.request(
+                method, target, outgoing, body.payload(), content_length=length
+            )
+        except ConnectionLost as exc:
+            # A kept-alive connection died before the response began: typically
             # one that Tower closed while idle.  Safe to send once more when the
             # method is idempotent (RFC 9110 9.2.2), on a connection of its own.
-            if isinstance(exc, aiohttp.ClientConnectorError) or method not in _IDEMPOTENT:
+            if not exc.reused or method not in _IDEMPOTENT:
                 raise
             log.info(
                 "upstream_connection_lost_retrying",
-                request_id=headers.get("X-Request-ID"),
+                request_id=exchange.request_id,
                 reason=type(exc).__name__,
             )
-            response = await self._request(self.fresh_session, method, url, outgoing, body)
+            response = await self.pool.request(
+                method, target, outgoing, body.payload(), content_length=length, fresh=True
+            )
         self.metrics.upstream_latency.observe(time.perf_counter() - started)
         return response
 
-    async def _request(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        body: ReplayableBody,
-    ) -> aiohttp.ClientResponse:
-        return await session.request(
-            method,
-            url,
-            headers=headers,
-            data=body.payload(),
-            allow_redirects=False,
-            timeout=self.timeout,
-            skip_auto_headers=_SKIP_AUTO,
-            proxy=self.egress.proxy,
-            proxy_headers=self.egress.proxy_headers,
-        )
-
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, exchange: Exchange
-    ) -> web.StreamResponse:
+        self, request: Request, upstream: UpstreamResponse, exchange: Exchange
+    ) -> Response:
         exchange.upstream_status = upstream.status
         headers = client_response_headers(upstream.headers)
         headers["X-Request-ID"] = exchange.request_id
-        proxy_base = f"{request.scheme}://{request.host}{self.upstream.prefix.rstrip('/')}"
         if "Location" in headers:
-            headers["Location"] = self.rewriter.location(headers["Location"], proxy_base)
-        try:
-            if self._should_rewrite(request, upstream):
-                return await self._relay_rewritten(request, upstream, headers, proxy_base, exchange)
-            return await self._stream(request, upstream, headers, b"", exchange)
-        finally:
+            headers["Location"] = self.rewriter.location(headers["Location"], self._base(request))
+        length = upstream.content_length
+        if request.method == "HEAD":
+            return self._streamed(upstream, headers, b"")
+        rewrite = self.rewrite_bodies and is_rewritable(
+            headers.get("Content-Type", ""), headers.get("Content-Encoding", ""), length
+        )
+        if length is not None and length <= _BUFFER_AT_ONCE:
+            body = await _read_at_most(upstream, length)
             upstream.release()
-
-    def _should_rewrite(self, request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
-        return (
-            self.rewrite_bodies
-            and request.method != "HEAD"
-            and is_rewritable(
-                upstream.headers.get("Content-Type", ""),
-                upstream.headers.get("Content-Encoding", ""),
-                upstream.content_length,
+        elif rewrite:
+            body = await _read_at_most(upstream, MAX_REWRITE + 1)
+            if len(body) > MAX_REWRITE:  # too large to rewrite: stream it as it is
+                return self._streamed(upstream, headers, body)
+            upstream.release()
+        else:
+            return self._streamed(upstream, headers, b"")
+        if rewrite:
+            body, decoded = self.rewriter.body(
+                body, headers.get("Content-Encoding", ""), self._base(request)
             )
+            if decoded:
+                headers.popall("Content-Encoding", None)
+        return Response(upstream.status, headers, body, reason=upstream.reason)
+
+    def _base(self, request: Request) -> str:
+        """The proxy's own address for this API, as the client named it."""
+        return f"http://{request.host}{self.upstream.prefix.rstrip('/')}"
+
+    def _streamed(
+        self, upstream: UpstreamResponse, headers: CIMultiDict[str], head: bytes
+    ) -> Response:
+        return Response(
+            upstream.status,
+            headers,
+            _relay_chunks(upstream, head),
+            reason=upstream.reason,
+            content_length=upstream.content_length,
+            release=upstream.release,
         )
 
-    async def _relay_rewritten(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        headers: CIMultiDict[str],
-        proxy_base: str,
-        exchange: Exchange,
-    ) -> web.StreamResponse:
-        head = await _read_at_most(upstream, MAX_REWRITE + 1)
-        if len(head) > MAX_REWRITE:  # too large to rewrite: stream it as it is
-            return await self._stream(request, upstream, headers, head, exchange)
-        encoding = headers.get("Content-Encoding", "")
-        body, decoded = self.rewriter.body(head, encoding, proxy_base)
-        if decoded:
-            headers.popall("Content-Encoding", None)
-        exchange.bytes_out = len(body)
-        return web.Response(
-            status=upstream.status, reason=upstream.reason, headers=headers, body=body
-        )
 
-    async def _stream(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        headers: CIMultiDict[str],
-        head: bytes,
-        exchange: Exchange,
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=headers
-        )
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        await response.prepare(request)
-        try:
-            if head:
-                await response.write(head)
-                exchange.bytes_out += len(head)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-                exchange.bytes_out += len(chunk)
-            await response.write_eof()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The status line is gone already: log, and cut the connection so the
-            # client sees a truncated body rather than a complete-looking one.
-            exchange.error = "upstream_broken_stream"
-            log.warning(
-                "upstream_stream_failed", request_id=exchange.request_id, reason=type(exc).__name__
-            )
-            if request.transport is not None:
-                request.transport.close()
-        return response
+async def _relay_chunks(upstream: UpstreamResponse, head: bytes) -> AsyncIterator[bytes]:
+    if head:
+        yield head
+    try:
+        async for chunk in upstream:
+            yield chunk
+    except (BrokenResponse, UpstreamTimeout, TimeoutError) as exc:
+        # The status line is gone already: the server cuts the connection so the
+        # client sees a truncated body, not a complete-looking one.
+        raise StreamAborted(type(exc).__name__) from None
 
 
-def _token_rejected(upstream: aiohttp.ClientResponse) -> bool:
+def _token_rejected(upstream: UpstreamResponse) -> bool:
     if upstream.status != 401:
         return False
     challenge = upstream.headers.get("WWW-Authenticate", "")
     return "insufficient_scope" not in challenge
 
 
-async def _read_at_most(upstream: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _read_at_most(upstream: UpstreamResponse, limit: int) -> bytes:
     buffer = bytearray()
     while len(buffer) < limit:
-        chunk = await upstream.content.read(limit - len(buffer))
+        chunk = await upstream.read(limit - len(buffer))
         if not chunk:
             break
         buffer += chunk

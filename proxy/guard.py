@@ -18,6 +18,7 @@ curl and Postman send neither Origin nor Sec-Fetch-Site, so they just work.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import re
 import socket
@@ -25,11 +26,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import ServerConfig
 from .errors import ConfigError, Refused
+from .messages import Request, Response
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 _BROWSER_SITES = {"cross-site", "same-site"}
@@ -97,19 +98,30 @@ class Guard:
             read_only=server.read_only,
         )
 
-    def check(self, headers: CIMultiDictProxy[str]) -> None:
-        """Raise Refused unless these request headers may use the proxy."""
-        self._check_host(headers)
-        self._check_sizes(headers)
-        self.check_origin(headers)
+    def check(self, headers: CIMultiDictProxy[str], *, largest_field: int | None = None) -> None:
+        """Raise Refused unless these request headers may use the proxy.
+
+        `largest_field`: the longest name + value, when the parser measured it already.
+        """
+        self._check_browsing(headers, largest_field)
         if self.keys:
             self._check_key(headers.get("X-Proxy-Key", ""))
 
-    def check_request(self, request: web.BaseRequest) -> None:
+    def _check_browsing(self, headers: CIMultiDictProxy[str], largest_field: int | None) -> None:
+        """Host, field sizes and origin: what a preflight (which carries no key) must pass."""
+        self._check_host(headers)
+        if largest_field is None:
+            largest_field = max((len(n) + len(v) for n, v in headers.items()), default=0)
+        if largest_field > self.max_header_size:
+            limit = self.max_header_size
+            raise Refused("bad_request", f"a header field is longer than {limit} bytes")
+        self.check_origin(headers)
+
+    def check_request(self, request: Request) -> None:
         """`check`, plus the peer's uid when `allowed_uids` is set."""
         if self.uids:
             self._check_peer(request.transport)
-        self.check(request.headers)
+        self.check(request.headers, largest_field=request.largest_field)
 
     def origin_allowed(self, origin: str) -> bool:
         return origin.rstrip("/").lower() in self.origins
@@ -122,14 +134,12 @@ class Guard:
         if origin is None and site in _BROWSER_SITES:
             raise Refused("forbidden_origin", "cross-site browser requests are refused")
 
-    def preflight(self, request: web.BaseRequest) -> web.Response:
+    def preflight(self, request: Request) -> Response:
         """Answer a CORS preflight here; Refused unless its origin is allowed."""
         if self.uids:
             self._check_peer(request.transport)
         headers = request.headers
-        self._check_host(headers)
-        self._check_sizes(headers)
-        self.check_origin(headers)  # a preflight always carries Origin
+        self._check_browsing(headers, request.largest_field)  # a preflight carries Origin
         answer = {
             **self.cors_headers(headers["Origin"]),
             "Access-Control-Allow-Methods": ", ".join(self.methods),
@@ -138,7 +148,7 @@ class Guard:
             # app.py adds "Vary: Origin" to every answer to a browser
             "Vary": "Access-Control-Request-Method, Access-Control-Request-Headers",
         }
-        return web.Response(status=204, headers=answer)
+        return Response(status=204, headers=CIMultiDict(answer))
 
     def cors_headers(self, origin: str) -> dict[str, str]:
         """What an allowed origin's responses carry; nothing for any other."""
@@ -155,11 +165,6 @@ class Guard:
         if len(values) != 1 or _host_name(values[0]) not in self.hosts:
             raise Refused("forbidden_host", "the Host header does not name this proxy")
 
-    def _check_sizes(self, headers: CIMultiDictProxy[str]) -> None:
-        limit = self.max_header_size
-        if any(len(name) + len(value) > limit for name, value in headers.items()):
-            raise Refused("bad_request", f"a header field is longer than {limit} bytes")
-
     def _check_key(self, presented: str) -> None:
         given = presented.encode()
         # Compare against every key, always, so timing does not tell which matched.
@@ -174,7 +179,7 @@ class Guard:
             raise Refused("unauthorized_caller", "this user may not use the proxy's socket")
 
 
-def is_preflight(request: web.BaseRequest) -> bool:
+def is_preflight(request: Request) -> bool:
     headers = request.headers
     return (
         request.method == "OPTIONS"
@@ -193,6 +198,7 @@ def peer_uid(transport: asyncio.BaseTransport | None) -> int | None:
     return int(uid)
 
 
+@functools.lru_cache(maxsize=256)  # a handful of Host values recur on every request
 def _host_name(host: str) -> str:
     match = _HOST.fullmatch(host.strip().lower())
     return match.group(1) if match else ""

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset(
@@ -35,39 +37,38 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "x-proxy-key",
     "cookie",
     "expect",
+    "x-request-id",  # the forwarder sets it: the client's when usable, else a new one
 }
 _NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
-_NO_PREFIX = "\0"  # no header name starts with NUL
+_NOT_RETURNED_PREFIX = "access-control-"
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    tokens: set[str] = set()
+@functools.lru_cache(maxsize=64)
+def _listed(value: str, base: frozenset[str]) -> frozenset[str]:
+    """`base` plus the names one `Connection` value lists (cached: a few values recur)."""
+    return base | {part.strip().lower() for part in value.split(",") if part.strip()}
+
+
+def _dropped(headers: CIMultiDictProxy[str], base: frozenset[str]) -> frozenset[str]:
+    drop = base
     for value in headers.getall("Connection", ()):
-        tokens.update(part.strip().lower() for part in value.split(",") if part.strip())
-    return tokens
+        drop = _listed(value, drop)
+    return drop
 
 
-def _filtered(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str],
-    dropped: frozenset[str],
-    *,
-    dropped_prefix: str = _NO_PREFIX,
-) -> CIMultiDict[str]:
-    listed = _connection_tokens(headers)
-    drop = dropped | listed if listed else dropped  # per request only when needed
-    kept: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower not in drop and not lower.startswith(dropped_prefix):
-            kept.add(name, value)
-    return kept
-
-
-def upstream_request_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The client's headers as they may go to Tower (without any credential)."""
-    return _filtered(incoming, _NOT_FORWARDED)
+def upstream_request_headers(incoming: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+    """The client's headers as they may go to Tower (without any credential), in order."""
+    drop = _dropped(incoming, _NOT_FORWARDED)
+    return [(name, value) for name, value in incoming.items() if name.lower() not in drop]
 
 
 def client_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Tower's response headers as they may go back to the client."""
-    return _filtered(upstream, _NOT_RETURNED, dropped_prefix="access-control-")
+    drop = _dropped(upstream, _NOT_RETURNED)
+    return CIMultiDict(
+        [
+            (name, value)
+            for name, value in upstream.items()
+            if (lower := name.lower()) not in drop and not lower.startswith(_NOT_RETURNED_PREFIX)
+        ]
+    )

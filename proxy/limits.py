@@ -4,14 +4,14 @@
   answered at once with a fixed 503 `too_many_connections` and closed, before
   anything of it is parsed.
 - Slow clients: `client_timeout` bounds an idle keep-alive connection and
-  the time to send a complete request head (aiohttp's keep-alive timer runs
-  from the connection's start and from the last response, and is not
-  extended by trickled bytes), and a request body that makes no progress for
-  that long ends with 408 `request_timeout`.
+  the time to send a complete request head (the timer runs from the
+  connection's start and from the last answer, and is not extended by
+  trickled bytes; http_server.py), and a request body that makes no
+  progress for that long ends with 408 `request_timeout`.
 - Sizes: the proxy answers over-long targets and header fields with its own
-  JSON 400 (`target.MAX_TARGET`, `server.max_header_size`); aiohttp's parser
-  limits sit at twice those, so only grossly over-long input meets aiohttp's
-  plain-text 400 — and neither is ever forwarded.
+  JSON 400 (`target.MAX_TARGET`, `server.max_header_size`, checked with the
+  request's other rules); the parser's hard limits sit at twice those and
+  answer the same JSON 400 before buffering more — neither is forwarded.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import cast
 
 import structlog
-from aiohttp import StreamReader, web
 
 from .config import ServerConfig
 from .errors import Refused
+from .messages import RequestBody
 from .target import MAX_TARGET
 
 log = structlog.get_logger("proxy.limits")
@@ -35,14 +36,22 @@ MAX_HEADER_FIELDS = 128
 _REFUSAL_LINGER = 5.0  # seconds to drain a refused client's bytes before closing
 
 
-def handler_args(server: ServerConfig) -> dict[str, Any]:
-    """aiohttp RequestHandler settings derived from the server config."""
-    return {
-        "keepalive_timeout": server.client_timeout,
-        "max_line_size": 2 * MAX_TARGET,
-        "max_field_size": 2 * server.max_header_size,
-        "max_headers": MAX_HEADER_FIELDS,
-    }
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What the HTTP server enforces while parsing (http_server.py)."""
+
+    client_timeout: float
+    max_field_size: int  # hard limit, name + value bytes
+    max_target: int  # hard limit, bytes
+    max_fields: int = MAX_HEADER_FIELDS
+
+    @classmethod
+    def from_config(cls, server: ServerConfig) -> ServerLimits:
+        return cls(
+            client_timeout=server.client_timeout,
+            max_field_size=2 * server.max_header_size,
+            max_target=2 * MAX_TARGET,
+        )
 
 
 def _refusal_bytes() -> bytes:
@@ -147,24 +156,8 @@ class _Refusal(asyncio.Protocol):
             self._timer.cancel()
 
 
-class LimitedRunner(web.AppRunner):
-    """An AppRunner whose sites accept at most `max_connections` (0: no limit)."""
-
-    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self.gate = ConnectionGate(max_connections)
-
-    @property
-    def server(self) -> web.Server | None:
-        inner = super().server
-        if inner is None or self.gate.limit <= 0:
-            return inner
-        # Sites only call this as their protocol factory.
-        return cast(web.Server, self.gate.factory(inner))
-
-
 @contextlib.asynccontextmanager
-async def progress_deadline(stream: StreamReader, seconds: float) -> AsyncIterator[None]:
+async def progress_deadline(stream: RequestBody, seconds: float) -> AsyncIterator[None]:
     """Refuse with `request_timeout` when `stream` receives nothing for `seconds`."""
     loop = asyncio.get_running_loop()
     try:
@@ -185,7 +178,7 @@ async def progress_deadline(stream: StreamReader, seconds: float) -> AsyncIterat
 class _ProgressWatch:
     def __init__(
         self,
-        stream: StreamReader,
+        stream: RequestBody,
         deadline: asyncio.Timeout,
         seconds: float,
         loop: asyncio.AbstractEventLoop,

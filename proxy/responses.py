@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 
-from aiohttp import web
+from multidict import CIMultiDict
+
+from .messages import Response
 
 STATUS = {
     "not_found": 404,
@@ -28,16 +30,19 @@ STATUS = {
     "forbidden_path": 403,
     "request_timeout": 408,
     "too_many_connections": 503,
+    "internal_error": 500,  # a defect: the proxy failed before answering
 }
 
 
-def error_response(
-    code: str, description: str, *, retry_after: float | None = None
-) -> web.Response:
-    headers = {"X-Tower-Proxy-Error": code, "Cache-Control": "no-store"}
+def error_response(code: str, description: str, *, retry_after: float | None = None) -> Response:
+    headers: CIMultiDict[str] = CIMultiDict(
+        {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Tower-Proxy-Error": code,
+            "Cache-Control": "no-store",
+        }
+    )
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    body = json.dumps({"error": code, "error_description": description})
-    return web.Response(
-        status=STATUS[code], text=body, content_type="application/json", headers=headers
-    )
+    body = json.dumps({"error": code, "error_description": description}).encode()
+    return Response(status=STATUS[code], headers=headers, body=body)

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from . import log as logging_setup
-from .app import LIFECYCLE, create_app
+from .app import create_app
 from .config import Config, LogConfig, ServerConfig, TokensConfig, TowerConfig
 from .errors import ConfigError
 from .login import exchange, store_login
@@ -60,9 +60,7 @@ async def run_sandbox(
         async def announce(addresses: list[str]) -> None:
             await _print_welcome(running.api_base, addresses[0], token, refresh_margin=margin)
 
-        await serve(
-            app, config.server.address, lifecycle=app[LIFECYCLE], drain_timeout=5, on_ready=announce
-        )
+        await serve(app, on_ready=announce)
     finally:
         await running.close()
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -97,7 +95,7 @@ def sandbox_config(
             api_url=f"{api_base}/api/v1",
             oauth_url=f"{api_base}/oauth",
         ),
-        server=ServerConfig(listen=f"127.0.0.1:{port}"),
+        server=ServerConfig(listen=f"127.0.0.1:{port}", drain_timeout=5),
         tokens=TokensConfig(path=str(token_path), refresh_margin=min(300.0, token_ttl * 0.2)),
         log=LogConfig(level="info", format="auto"),
     )

@@ -4,8 +4,8 @@ SIGTERM/SIGINT (or `POST /-/quit`): readiness turns 503 at once, requests are
 still served for `shutdown_delay` (time for load balancers to notice), then
 the listener closes and in-flight requests (streams included) finish up to
 `drain_timeout`, exit 0.  A second
-signal exits at once.  An optional admin app (probes, metrics) runs on its
-own listener and is stopped last, so readiness reads 503 until the data
+signal exits at once.  An optional admin listener (probes, metrics) runs on
+its own address and is stopped last, so readiness reads 503 until the data
 listener has drained.  A unix socket is created with `unix_socket_mode`
 (0600 by default) and never has a looser one; a stale socket file
 left by a dead process is replaced, a live one is an error.
@@ -19,106 +19,121 @@ import signal
 import socket
 import stat
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
-from aiohttp import web
 
 from .admin import Lifecycle
+from .app import ProxyApp
 from .config import TcpAddress, UnixAddress
 from .errors import ConfigError
-from .limits import LimitedRunner
+from .http_server import Handler, HttpServer
+from .limits import ConnectionGate, ServerLimits
 
 log = structlog.get_logger("proxy.server")
 
 OnReady = Callable[[list[str]], Awaitable[None] | None]
+Address = TcpAddress | UnixAddress
 
 
-async def serve(
-    app: web.Application,
-    address: TcpAddress | UnixAddress,
-    *,
-    lifecycle: Lifecycle,
-    drain_timeout: float,
-    shutdown_delay: float = 0.0,
-    on_ready: OnReady | None = None,
-    admin: tuple[web.Application, TcpAddress | UnixAddress] | None = None,
-    reuse_port: bool = False,
-    max_connections: int = 0,
-    socket_mode: int = 0o600,
-) -> None:
-    """Serve until SIGTERM/SIGINT or a quit request, then drain and return."""
-    runner = LimitedRunner(
-        app,
-        max_connections=max_connections,
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=drain_timeout,
-    )
-    await runner.setup()
-    admin_runner: web.AppRunner | None = None
-    try:
-        if admin is not None:
-            admin_runner = await _start_admin(*admin)
-        await _start_site(runner, address, reuse_port=reuse_port, socket_mode=socket_mode)
-        addresses = _describe(runner.addresses)
-        log.info("listening", addresses=addresses)
-        if on_ready is not None:
-            result = on_ready(addresses)
-            if result is not None:
-                await result
-        await _wait_for_stop(lifecycle)
-        log.info("draining", delay=shutdown_delay, timeout=drain_timeout)
-        # Still serving for a moment so load balancers see readiness fail first.
-        await asyncio.sleep(shutdown_delay)
-        lifecycle.refusing = True
-    finally:
-        await runner.cleanup()
-        if admin_runner is not None:
-            await admin_runner.cleanup()
-        log.info("stopped")
+@dataclass(slots=True)
+class Listener:
+    """One listening socket and the connections it accepted."""
+
+    server: asyncio.Server
+    http: HttpServer
+
+    @property
+    def addresses(self) -> list[str]:
+        return _describe([sock.getsockname() for sock in self.server.sockets])
+
+    async def close(self, drain_timeout: float) -> None:
+        """Stop accepting, let answers in progress finish (up to the timeout), close."""
+        self.server.close()
+        await self.http.shutdown(drain_timeout)
 
 
-async def _start_admin(
-    admin_app: web.Application, address: TcpAddress | UnixAddress
-) -> web.AppRunner:
-    runner = web.AppRunner(admin_app, access_log=None, handle_signals=False, shutdown_timeout=1)
-    await runner.setup()
-    try:
-        await _start_site(runner, address, key="server.admin_listen")
-    except BaseException:
-        await runner.cleanup()
-        raise
-    log.info("admin_listening", addresses=_describe(runner.addresses))
-    return runner
-
-
-async def _start_site(
-    runner: web.AppRunner,
-    address: TcpAddress | UnixAddress,
+async def listen(
+    handler: Handler,
+    address: Address,
+    limits: ServerLimits,
     *,
     key: str = "server.listen",
     reuse_port: bool = False,
+    max_connections: int = 0,
     socket_mode: int = 0o600,
-) -> None:
+) -> Listener:
+    http = HttpServer(handler, limits)
+    factory: Callable[[], asyncio.Protocol] = http
+    if max_connections > 0:
+        factory = ConnectionGate(max_connections).factory(http)
+    loop = asyncio.get_running_loop()
     if isinstance(address, UnixAddress):
         _clear_stale_socket(address.path, key)
         # The socket is born with its final mode: no window where others may connect.
         old_umask = os.umask(0o777 & ~socket_mode)
         try:
-            await web.UnixSite(runner, address.path).start()
+            server = await loop.create_unix_server(factory, address.path, backlog=1024)
         finally:
             os.umask(old_umask)
-        return
+        return Listener(server, http)
     # reuse_port: one of `server.workers` processes sharing the port (proxy/workers.py).
-    site = web.TCPSite(
-        runner, address.host, address.port, backlog=1024, reuse_port=reuse_port or None
-    )
     try:
-        await site.start()
+        server = await loop.create_server(
+            factory, address.host, address.port, backlog=1024, reuse_port=reuse_port or None
+        )
     except OSError as exc:
         raise ConfigError(
             f"{key}: cannot listen on {address.host}:{address.port}: {exc.strerror}"
         ) from None
+    return Listener(server, http)
+
+
+async def serve(
+    app: ProxyApp,
+    *,
+    on_ready: OnReady | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve until SIGTERM/SIGINT or a quit request, then drain and return."""
+    server = app.config.server
+    lifecycle = app.lifecycle
+    limits = ServerLimits.from_config(server)
+    await app.start()
+    admin: Listener | None = None
+    main: Listener | None = None
+    try:
+        if server.admin_address is not None:
+            admin = await listen(
+                app.dispatch_admin, server.admin_address, limits, key="server.admin_listen"
+            )
+            log.info("admin_listening", addresses=admin.addresses)
+        main = await listen(
+            app.dispatch,
+            server.address,
+            limits,
+            reuse_port=reuse_port,
+            max_connections=server.max_connections,
+            socket_mode=server.socket_mode,
+        )
+        log.info("listening", addresses=main.addresses)
+        if on_ready is not None:
+            result = on_ready(main.addresses)
+            if result is not None:
+                await result
+        await _wait_for_stop(lifecycle)
+        log.info("draining", delay=server.shutdown_delay, timeout=server.drain_timeout)
+        # Still serving for a moment so load balancers see readiness fail first.
+        await asyncio.sleep(server.shutdown_delay)
+        lifecycle.refusing = True
+    finally:
+        # The admin listener goes last: readiness reads 503 until the data listener drained.
+        if main is not None:
+            await main.close(server.drain_timeout)
+        if admin is not None:
+            await admin.close(1.0)
+        await app.close()
+        log.info("stopped")
 
 
 def _clear_stale_socket(path: str, key: str) -> None:

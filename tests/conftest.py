@@ -20,16 +20,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from proxy import log as proxy_log
-from proxy.app import create_app
-from proxy.config import Config, LogConfig, ServerConfig, TokensConfig, TowerConfig
+from proxy.app import ProxyApp, create_app
+from proxy.config import Config, LogConfig, ServerConfig, TcpAddress, TokensConfig, TowerConfig
+from proxy.limits import ServerLimits
 from proxy.login import store_login
 from proxy.oauth import OAuthClient
 from proxy.sandbox import SANDBOX, Sandbox, SandboxSettings
 from proxy.sandbox import create_app as create_sandbox_app
+from proxy.server import Listener, listen
 from proxy.tokens import FileStore, TokenSet
 
 from .secret_scan import SESSION_SECRETS, scan_logs
@@ -176,24 +178,86 @@ async def logged_in(config: Config, sandbox: SandboxHandle) -> TokenSet:
     return await login(config, sandbox)
 
 
-ProxyFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+class ProxyClient:
+    """A proxy app serving on a real loopback port, and a client session for it.
+
+    The calls mirror aiohttp's TestClient (`await proxy.get(path)`), so a test
+    reads like any aiohttp client code; `app` is the running ProxyApp.
+    """
+
+    def __init__(self, app: ProxyApp, listener: Listener, session: aiohttp.ClientSession):
+        self.app = app
+        self.listener = listener
+        self.session = session
+        self.host = "127.0.0.1"
+        self.port = int(listener.server.sockets[0].getsockname()[1])
+
+    def make_url(self, path: str) -> URL:
+        return URL(f"http://{self.host}:{self.port}{path}", encoded=True)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, self.make_url(path), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PUT", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+    def head(self, path: str, **kwargs: Any) -> Any:
+        return self.request("HEAD", path, **kwargs)
+
+    def options(self, path: str, **kwargs: Any) -> Any:
+        return self.request("OPTIONS", path, **kwargs)
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.listener.close(1.0)
+        await self.app.close()
+
+
+async def start_proxy(config: Config, **kwargs: Any) -> ProxyClient:
+    """`create_app(config)` started and listening on a free loopback port."""
+    app = create_app(config, **kwargs)
+    await app.start()
+    listener = await listen(
+        app.dispatch,
+        TcpAddress("127.0.0.1", 0),
+        ServerLimits.from_config(config.server),
+        max_connections=config.server.max_connections,
+    )
+    # Like aiohttp's TestClient: cookies are not kept between calls.
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    return ProxyClient(app, listener, session)
+
+
+ProxyFactory = Callable[..., Awaitable[ProxyClient]]
 
 
 @pytest.fixture
-async def make_proxy(aiohttp_client: Any) -> ProxyFactory:
-    async def factory(config: Config, **kwargs: Any) -> TestClient[web.Request, web.Application]:
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(
-            create_app(config, **kwargs)
-        )
-        return client
+async def make_proxy() -> AsyncIterator[ProxyFactory]:
+    started: list[ProxyClient] = []
 
-    return factory
+    async def factory(config: Config, **kwargs: Any) -> ProxyClient:
+        started.append(await start_proxy(config, **kwargs))
+        return started[-1]
+
+    yield factory
+    for client in reversed(started):
+        await client.close()
 
 
 @pytest.fixture
-async def proxy(
-    make_proxy: ProxyFactory, config: Config, logged_in: TokenSet
-) -> TestClient[web.Request, web.Application]:
+async def proxy(make_proxy: ProxyFactory, config: Config, logged_in: TokenSet) -> ProxyClient:
     return await make_proxy(config)
 
 

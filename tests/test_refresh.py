@@ -7,7 +7,6 @@ import hashlib
 import json
 import time
 
-from proxy.app import TOKENS
 from proxy.tokens import FileStore
 
 from .conftest import login, wait_until
@@ -68,7 +67,7 @@ async def test_newer_token_in_store_is_used_without_refreshing(
     response = await proxy.get("/api/v1/user")
     assert response.status == 200
     assert await sandbox.refreshes() == 0
-    assert proxy.app[TOKENS].current.generation == 2
+    assert proxy.app.tokens.current.generation == 2
 
 
 async def test_invalid_grant_requires_reauthorization_without_touching_tower(
@@ -94,7 +93,7 @@ async def test_login_elsewhere_clears_reauthorization_without_restart(proxy, san
     await sandbox.revoke(refresh_token=True)
     assert (await proxy.get("/api/v1/user")).status == 401
     await login(config, sandbox)
-    proxy.app[TOKENS]._next_recheck = 0  # skip the 1 s re-check throttle
+    proxy.app.tokens._next_recheck = 0  # skip the 1 s re-check throttle
     response = await proxy.get("/api/v1/user")
     assert response.status == 200
     assert (await proxy.get("/-/readyz")).status == 200
@@ -139,7 +138,7 @@ async def test_valid_token_keeps_flowing_while_refresh_backs_off(
     proxy = await make_proxy(config, clock=lambda: now[0])
     await sandbox.knobs(token_failures=100)
     now[0] = logged_in.expires_at - 10  # inside the refresh margin
-    assert await proxy.app[TOKENS].refresh_if_due() is False
+    assert await proxy.app.tokens.refresh_if_due() is False
     assert (await proxy.get("/api/v1/user")).status == 200
     assert await sandbox.refreshes() == 1
 
@@ -148,7 +147,7 @@ async def test_proactive_refresh_happens_before_expiry_once(make_proxy, config, 
     """Inside the margin the manager refreshes once, keyed on the generation."""
     now = [time.time()]
     proxy = await make_proxy(config, clock=lambda: now[0])
-    manager = proxy.app[TOKENS]
+    manager = proxy.app.tokens
     assert await manager.refresh_if_due() is False
     now[0] = logged_in.expires_at - 1  # e.g. the laptop woke up just before expiry
     results = await asyncio.gather(*(manager.refresh_if_due() for _ in range(5)))
@@ -202,7 +201,7 @@ async def test_proactive_loop_refreshes_by_itself_near_expiry(
         return time.time()
 
     proxy = await make_proxy(config, clock=clock, proactive_tick=0.01)
-    holder["manager"] = manager = proxy.app[TOKENS]
+    holder["manager"] = manager = proxy.app.tokens
 
     async def refreshed() -> bool:
         return manager.current is not None and manager.current.generation >= 2

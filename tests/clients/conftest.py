@@ -14,15 +14,13 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from proxy.config import Config
 from proxy.tokens import TokenSet
 
-from ..conftest import LOG_DIR, PYTHON, ROOT, ProxyFactory, SandboxHandle
+from ..conftest import LOG_DIR, PYTHON, ROOT, ProxyClient, ProxyFactory, SandboxHandle
 
 EXAMPLES = ROOT / "examples"
 NEWMAN = ROOT / "tools" / "node" / "node_modules" / ".bin" / "newman"
@@ -34,7 +32,7 @@ class Stack:
     """The simulator upstream and an authorized proxy listening on 127.0.0.1."""
 
     sandbox: SandboxHandle
-    proxy: TestClient[Any, Any]
+    proxy: ProxyClient
     config: Config
 
     @property

@@ -1,4 +1,4 @@
-"""Logs: request ids both ways, aiohttp's records in our pipeline, console on a terminal."""
+"""Logs: request ids both ways, malformed requests, console on a terminal."""
 
 from __future__ import annotations
 
@@ -40,26 +40,23 @@ async def test_client_request_id_is_kept_unless_unusable(proxy):
         assert back == upstream and re.fullmatch(r"[0-9a-f]{32}", back)
 
 
-async def test_aiohttp_records_pass_the_same_pipeline(serve_process, config, logged_in):
-    """A malformed request makes aiohttp log an error: JSON like ours, the token in it masked."""
-    process = await serve_process(config, "ops-aiohttp-log")
+async def test_malformed_request_is_logged_without_its_bytes(serve_process, config, logged_in):
+    """A head the parser refuses: the proxy's JSON 400 and one JSON record saying why, no bytes."""
+    process = await serve_process(config, "ops-malformed-log")
     head = (
         "GET /api/v1/user HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"X-Bad\x01: {logged_in.access_token}\r\nConnection: close\r\n\r\n"
     )
     response = await raw_request("127.0.0.1", process.port, head.encode())
-    assert response.status == 400
+    assert (response.status, response.json()["error"]) == (400, "bad_request")
     assert await stop(process) == 0
-    text = process.log_path.read_text()
-    assert logged_in.access_token not in text
-    records = [line for line in json_lines(process.log_path) if line["logger"] == "aiohttp.server"]
+    assert logged_in.access_token not in process.log_path.read_text()
+    records = [line for line in json_lines(process.log_path) if line["event"] == "request_malformed"]
     assert len(records) == 1
     record = records[0]
-    assert record["event"] == "Error handling request from 127.0.0.1"
-    assert record["level"] == "error" and record["timestamp"].endswith("Z")
-    assert (
-        "BadHttpMessage" in record["exception"] and "X-Bad\\x01: [redacted]" in record["exception"]
-    )
+    assert (record["logger"], record["level"]) == ("proxy.http", "info")
+    assert record["reason"] == "the request cannot be parsed"
+    assert record["timestamp"].endswith("Z")
 
 
 def test_console_output_on_a_terminal():

@@ -7,8 +7,6 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.app import LIFECYCLE
-
 from ..conftest import ROOT
 
 
@@ -92,7 +90,7 @@ async def test_in_flight_counts_an_open_stream(proxy):
 async def test_readiness_gauge_follows_draining(proxy):
     """tower_proxy_ready reads 0 once the app drains, like /-/readyz."""
     assert value(await scrape(proxy), "tower_proxy_ready") == 1
-    proxy.app[LIFECYCLE].request_stop()
+    proxy.app.lifecycle.request_stop()
     assert value(await scrape(proxy), "tower_proxy_ready") == 0
     assert (await proxy.get("/-/readyz")).status == 503
 

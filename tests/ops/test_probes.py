@@ -9,8 +9,6 @@ import time
 import aiohttp
 import pytest
 
-from proxy.app import LIFECYCLE
-
 from ..conftest import free_port, wait_for_health, wait_until
 from ..fleet.conftest import RedisServer, redis_config, redis_login
 from .conftest import http_status, stop
@@ -131,7 +129,7 @@ async def test_draining_serves_then_refuses(proxy):
     """Draining: readiness 503, requests served with `Connection: close`; refusing: 503."""
     normal = await proxy.get("/api/v1/user")
     assert normal.status == 200 and normal.headers.get("Connection") != "close"
-    lifecycle = proxy.app[LIFECYCLE]
+    lifecycle = proxy.app.lifecycle
     lifecycle.request_stop()
     assert (await proxy.get("/-/readyz")).status == 503
     served = await proxy.get("/api/v1/user")

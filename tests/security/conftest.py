@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
 from proxy.config import Config
@@ -32,7 +32,7 @@ from proxy.sandbox import create_app as create_sandbox_app
 from proxy.sandbox.guard import presented_token
 from proxy.tokens import TokenSet
 
-from ..conftest import SandboxHandle, login, make_config
+from ..conftest import ProxyClient, SandboxHandle, login, make_config
 from ..secret_scan import SESSION_SECRETS
 
 API = "/api/v1"
@@ -116,7 +116,7 @@ def _resolves_inside_api(raw_path: str) -> bool:
 class Rig:
     """One proxy wired to a tapped sandbox, and the canary beside them."""
 
-    proxy: TestClient[web.Request, web.Application]
+    proxy: ProxyClient
     sandbox: SandboxHandle
     tap: Tap
     canary: Canary

@@ -155,7 +155,7 @@ def test_headers_never_carry_caller_credentials_or_a_foreign_host(headers):
         for value in incoming.getall("Connection", ())
         for token in value.split(",")
     }
-    for name in outgoing:
+    for name, _value in outgoing:
         lowered = name.lower()
         assert lowered not in {"authorization", "x-proxy-key", "host", "cookie"}
         assert lowered not in HOP_BY_HOP and lowered not in listed

@@ -1,0 +1,168 @@
+"""The CPU cost of one proxied request, in-process, without sockets.
+
+A tower-proxy app (the real server protocol, guard, forwarder, token manager,
+metrics, log line) is driven through in-memory transports: the client side
+feeds request bytes into the server's protocol, the upstream side answers
+each request with a canned small JSON response as soon as it is written.
+What is left is the Python work per request, free of the kernel, the load
+generator and the other processes on a shared machine — the number to move
+when optimising the hot path, and a stable one (repeated runs agree within a
+few per cent, where wrk's req/s on this machine wander by tens).
+
+    .venv/bin/python -m bench.hot_path                # µs per request, median of 5
+    .venv/bin/python -m bench.hot_path --profile      # plus cProfile's top functions
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from proxy import log as proxy_log
+from proxy.app import create_app
+from proxy.config import load_config
+from proxy.http_server import HttpServer
+from proxy.limits import ServerLimits
+from proxy.upstream import UpstreamPool, _Connection
+
+from .stack import SMALL_JSON, write_proxy_config, write_token_file
+
+REQUEST = (
+    b"GET /api/v1/projects/0f3c9a HTTP/1.1\r\nHost: 127.0.0.1:8730\r\n"
+    b"User-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
+)
+UPSTREAM_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Fri, 04 Dec 2026 08:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s"
+    % (len(SMALL_JSON), SMALL_JSON.encode())
+)
+
+
+import os
+FREEZE = os.environ.get("FREEZE") == "1"
+
+
+class _Transport(asyncio.Transport):
+    """Just enough of a transport: writes go to a callback."""
+
+    def __init__(self, on_write: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._on_write = on_write
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._on_write(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+
+    def abort(self) -> None:
+        self._closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000)}.get(name, default)
+
+
+def _answering_upstream(pool: UpstreamPool) -> _Connection:
+    loop = asyncio.get_running_loop()
+    conn = _Connection(pool, loop)
+
+    def answer(_data: bytes) -> None:
+        def feed() -> None:
+            buffer = conn.get_buffer(len(UPSTREAM_ANSWER))
+            buffer[: len(UPSTREAM_ANSWER)] = UPSTREAM_ANSWER
+            conn.buffer_updated(len(UPSTREAM_ANSWER))
+
+        loop.call_soon(feed)
+
+    conn.connection_made(_Transport(answer))
+    return conn
+
+
+async def _run(config_path: Path, count: int) -> float:
+    config = load_config(str(config_path))
+    app = create_app(config)
+
+    async def connect(self: UpstreamPool, within: float) -> _Connection:
+        return _answering_upstream(self)
+
+    UpstreamPool._connect = connect  # type: ignore[method-assign]
+    await app.start()
+    if FREEZE:
+        import gc
+        gc.freeze()
+    server = HttpServer(app.dispatch, ServerLimits.from_config(config.server))
+    connection = server()
+    answered = asyncio.Event()
+    tail = SMALL_JSON.encode()
+
+    def on_write(data: bytes) -> None:
+        if data.endswith(tail):
+            answered.set()
+
+    connection.connection_made(_Transport(on_write))
+    started = time.perf_counter()
+    for _ in range(count):
+        answered.clear()
+        connection.data_received(REQUEST)
+        await answered.wait()
+    elapsed = time.perf_counter() - started
+    await app.close()
+    return elapsed / count * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--log-level", default="info", help="info: with the canonical line")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tower-proxy-hot-"))
+    token = work / "token.json"
+    write_token_file(token)
+    config = write_proxy_config(
+        work / "proxy.toml",
+        api_url="http://127.0.0.1:9/api/v1",
+        oauth_url="http://127.0.0.1:9/oauth",
+        port=0,
+        token_path=token,
+        log_level=args.log_level,
+    )
+    proxy_log.configure(args.log_level, "json", stream=(work / "proxy.log").open("a"))
+    import uvloop
+
+    results = [uvloop.run(_run(config, args.requests)) for _ in range(args.rounds)]
+    print(f"{statistics.median(results):.1f} µs per request (rounds: "
+          f"{', '.join(f'{r:.1f}' for r in results)}; log.level = {args.log_level})")  # fmt: skip
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        uvloop.run(_run(config, args.requests))
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(35)
+        print(out.getvalue(), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
