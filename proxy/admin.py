@@ -62,9 +62,7 @@ def healthz(_request: Request) -> Response:
 def startupz(tokens: TokenManager | None) -> Response:
     if tokens is not None and tokens.loaded:
         return Response.json({"status": "started"})
-    return Response.json(
-        {"status": "starting", "reason": "token store not loaded yet"}, status=503
-    )
+    return Response.json({"status": "starting", "reason": "token store not loaded yet"}, status=503)
 
 
 def readyz(lifecycle: Lifecycle, tokens: TokenManager | None) -> Response:

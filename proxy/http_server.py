@@ -205,34 +205,37 @@ class Connection(asyncio.Protocol):
         self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        transport = self._transport
-        assert transport is not None
+        parser = self._parser
         headers = CIMultiDictProxy(CIMultiDict(self._fields))
-        version = self._parser.get_http_version()
+        version = parser.get_http_version()
         hosts = len(headers.getall("Host", ()))
         # RFC 9112 3.2: two Host fields could be read differently by two parsers.
-        if hosts > 1 or (hosts == 0 and version == "1.1"):
+        if hosts != 1 and (hosts or version == "1.1"):
             raise _Malformed("a request needs exactly one Host header")
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        length = _content_length(headers)
-        announce = None
-        if headers.get("Expect", "").lower() == "100-continue" and (chunked or length):
-            announce = self._send_continue
         request = Request(
-            method=self._parser.get_method().decode("ascii"),
-            raw_path=self._url.decode("latin-1"),
-            version=version,
-            headers=headers,
-            transport=transport,
-            body=RequestBody(transport, on_first_read=announce),
-            content_length=length,
-            chunked=chunked,
-            keep_alive=self._parser.should_keep_alive(),
-            respond=self._respond,
+            parser.get_method().decode("ascii"),
+            self._url.decode("latin-1"),
+            version,
+            headers,
+            cast(asyncio.Transport, self._transport),
+            self.respond,
+            keep_alive=parser.should_keep_alive(),
             largest_field=self._largest,
         )
+        if "Transfer-Encoding" in headers or "Content-Length" in headers:
+            self._expect_body(request)
         self._parsing = request
         self._enqueue(request)
+
+    def _expect_body(self, request: Request) -> None:
+        headers = request.headers
+        request.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        request.content_length = _content_length(headers)
+        if request.chunked or request.content_length:
+            announce = None
+            if headers.get("Expect", "").lower() == "100-continue":
+                announce = self._send_continue
+            request.body = RequestBody(request.transport, on_first_read=announce)
 
     def on_body(self, chunk: bytes) -> None:
         if self._parsing is not None:
@@ -279,14 +282,14 @@ class Connection(asyncio.Protocol):
             await self._server.handler(request)
             if not self._written_head:
                 log.error("handler_gave_no_answer", path=request.path[:512])
-                await self._respond(request, error_response("internal_error", "no answer"))
+                await self.respond(error_response("internal_error", "no answer"))
         except ClientGone:
             return False
         except Exception:
             log.exception("handler_failed", path=request.path[:512])
             if self._written_head:
                 return False
-            await self._respond(request, error_response("internal_error", "the proxy failed"))
+            await self.respond(error_response("internal_error", "the proxy failed"))
             return False
         return self._keep_after(request)
 
@@ -300,25 +303,25 @@ class Connection(asyncio.Protocol):
             and not self._closed
         )
 
-    async def _respond(self, request: Request, response: Response) -> int:
-        """Write one answer: head, then the body (bytes or streamed)."""
+    async def respond(self, response: Response) -> int:
+        """Write the answer to the request being answered: head, then the body."""
         try:
+            request = self._current
+            if request is None or self._written_head:
+                raise RuntimeError("a request is answered once, while it is being answered")
+            self._written_head = True
+            if self._closed:
+                raise ClientGone("the client closed the connection")
             return await self._write(request, response)
         finally:
             if response.release is not None:
                 response.release()
 
     async def _write(self, request: Request, response: Response) -> int:
-        if self._written_head:
-            raise RuntimeError("a request is answered once")
-        self._written_head = True
-        if self._closed:
-            raise ClientGone("the client closed the connection")
         body = response.body
         no_body = request.method == "HEAD" or response.status in _NO_BODY_STATUS
         head, chunked = self._head(request, response, no_body=no_body)
-        transport = self._transport
-        assert transport is not None
+        transport = cast(asyncio.Transport, self._transport)
         if isinstance(body, bytes):
             transport.write(head + body if body and not no_body else head)
             response.sent = 0 if no_body else len(body)

@@ -109,7 +109,10 @@ class SecretRegistry:
             return False
         if (" " in line or "\\" in line or not line.isascii()) and "bearer" in line.lower():
             return False
-        return not any(map(line.__contains__, index.escaped))
+        for secret in index.escaped:  # noqa: SIM110 (a plain loop is the fastest here)
+            if secret in line:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import json
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -98,6 +99,13 @@ class RequestBody:
         self._on_first_read = on_first_read  # e.g. send "100 Continue"
         self.total_bytes = 0
 
+    @classmethod
+    def ended(cls) -> RequestBody:
+        """A body that is over before it began (GET and friends); nothing ever feeds it."""
+        body = cls(cast(asyncio.Transport, None))
+        body._eof = True
+        return body
+
     # -- the parser's side ----------------------------------------------------
 
     def feed(self, chunk: bytes) -> None:
@@ -176,11 +184,13 @@ class RequestBody:
         return chunk
 
 
+NO_BODY = RequestBody.ended()  # shared by every request without a body
+
+
 class Request:
     """One parsed request; `respond` writes the answer on its connection."""
 
     __slots__ = (
-        "_respond",
         "body",
         "chunked",
         "content_length",
@@ -189,23 +199,21 @@ class Request:
         "largest_field",
         "method",
         "raw_path",
+        "respond",
         "transport",
         "version",
     )
 
     def __init__(
         self,
-        *,
         method: str,
         raw_path: str,
         version: str,
         headers: CIMultiDictProxy[str],
         transport: asyncio.Transport,
-        body: RequestBody,
-        content_length: int | None,
-        chunked: bool,
-        keep_alive: bool,
-        respond: Callable[[Request, Response], Awaitable[int]],
+        respond: Callable[[Response], Awaitable[int]],
+        *,
+        keep_alive: bool = True,
         largest_field: int = 0,
     ) -> None:
         self.method = method
@@ -213,12 +221,14 @@ class Request:
         self.version = version
         self.headers = headers
         self.transport = transport
-        self.body = body
-        self.content_length = content_length
-        self.chunked = chunked
+        # Write the answer (once); the number of body bytes written.
+        self.respond = respond
         self.keep_alive = keep_alive
         self.largest_field = largest_field  # the longest header name + value, in bytes
-        self._respond = respond
+        # A body, when the head announced one (the server sets these).
+        self.body = NO_BODY
+        self.content_length: int | None = None
+        self.chunked = False
 
     @property
     def body_exists(self) -> bool:
@@ -232,7 +242,3 @@ class Request:
     def path(self) -> str:
         """The target without its query (which may hold secrets)."""
         return self.raw_path.partition("?")[0]
-
-    async def respond(self, response: Response) -> int:
-        """Write `response`; the number of body bytes written."""
-        return await self._respond(self, response)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from unittest import mock
 
 import structlog
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy import log as proxy_log
@@ -39,8 +39,9 @@ POOL = [
 ]
 TRICKS = [
     "Bearer ", "bEaReR\t", "BEARER\u00a0", "bearer\u2003", "bearer\x1c", "bearer", "Bearer\\ ",
-    "code=", "Code=", "CAPTCHA=", "access_token=", "acceſſ_token=", "=", " ", "\\", '"', "\n", "é",
-    "&", ";", "[redacted]",
+    "bearer\tabc", "BEARER\x0babc", "Bearer\x1fabc", "bearer\nabc", "bearer\u2028abc",
+    "code=", "Code=", "CAPTCHA=", "access_token=", "acce\u017f\u017f_token=", "=", " ", "\\",
+    '"', "\n", "é", "&", ";", "[redacted]",
 ]  # fmt: skip
 KEYS = ["event", "path", "detail", "reason", "Token", "authorization", "Code", "x", "request_id"]
 
@@ -74,6 +75,10 @@ def _registry(*secrets: str) -> Iterator[proxy_log.SecretRegistry]:
 
 @settings(max_examples=1500, deadline=None)
 @given(event=events, secrets=st.sets(st.sampled_from(POOL)), many=st.booleans())
+@example(event={"detail": "bearer\tabc"}, secrets=set(), many=False)
+@example(event={"detail": "Bearer\u2028abc"}, secrets=set(), many=False)
+@example(event={"detail": "tab\tnew\nline-secret"}, secrets={POOL[3]}, many=False)
+@example(event={"detail": "x", "y": ["0123456789abcdef" * 4]}, secrets={POOL[0]}, many=False)
 def test_fast_json_path_renders_what_redact_then_render_does(event, secrets, many):
     """Checked line or redacted values: the same bytes, with no registered secret in a string."""
     extra = [f"padding-secret-{n:02d}" for n in range(proxy_log._LINE_CHECK_MAX)] if many else []

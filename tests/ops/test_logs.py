@@ -51,7 +51,8 @@ async def test_malformed_request_is_logged_without_its_bytes(serve_process, conf
     assert (response.status, response.json()["error"]) == (400, "bad_request")
     assert await stop(process) == 0
     assert logged_in.access_token not in process.log_path.read_text()
-    records = [line for line in json_lines(process.log_path) if line["event"] == "request_malformed"]
+    lines = json_lines(process.log_path)
+    records = [line for line in lines if line["event"] == "request_malformed"]
     assert len(records) == 1
     record = records[0]
     assert (record["logger"], record["level"]) == ("proxy.http", "info")
