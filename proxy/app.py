@@ -66,6 +66,8 @@ class ProxyApp:
         self._session: aiohttp.ClientSession | None = None  # the token endpoint's
         self._pool: UpstreamPool | None = None
         self._proactive: asyncio.Task[None] | None = None
+        # Resolved once: the module-level proxy looks the logger up on every call.
+        self._request_log = log.bind()
         SECRETS.add(config.tower.client_secret, *(k.decode() for k in self.guard.keys))
 
     async def start(self) -> None:
@@ -204,7 +206,7 @@ class ProxyApp:
         except ConnectionError:  # the client left
             exchange.error = exchange.error or "client_disconnected"
         finally:
-            _log_exchange(request, response, exchange)
+            _log_exchange(self._request_log, request, response, exchange)
 
 
 def create_app(
@@ -241,11 +243,16 @@ def _forwarder(
     )
 
 
-def _log_exchange(request: Request, response: Response, exchange: Exchange) -> None:
+def _log_exchange(
+    request_log: structlog.typing.FilteringBoundLogger,
+    request: Request,
+    response: Response,
+    exchange: Exchange,
+) -> None:
     path = exchange.path
     if path in _QUIET:
         return
-    log.info(
+    request_log.info(
         "request",
         request_id=exchange.request_id,
         method=request.method,

@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -60,7 +60,7 @@ class Exchange:
 
     request_id: str
     path: str  # the target without its query (which may hold secrets)
-    started: float = field(default_factory=time.perf_counter)
+    started: float  # time.perf_counter()
     upstream_status: int | None = None
     bytes_in: int = 0
     refreshed: bool = False
@@ -71,7 +71,7 @@ class Exchange:
     @classmethod
     def begin(cls, request: Request) -> Exchange:
         request_id = incoming_request_id(request.headers) or new_request_id()
-        return cls(request_id=request_id, path=request.path)
+        return cls(request_id, request.path, time.perf_counter())
 
 
 class StreamAborted(ConnectionError):

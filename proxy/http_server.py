@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -338,7 +339,9 @@ class Connection(asyncio.Protocol):
         keep = request.keep_alive and not self._server.closing and not self._close_after
         if "close" in headers.get("Connection", "").lower():
             keep = False
-        lines = [f"HTTP/1.1 {status} {response.reason or reason_for(status)}", *_fields(headers)]
+        lines = [_status_line(status, response.reason)]
+        if headers:
+            lines.append(_fields(headers))
         if "Date" not in headers:
             lines.append(f"Date: {_DATE.value()}")
         chunked = False
@@ -504,17 +507,23 @@ class Connection(asyncio.Protocol):
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
-def _fields(headers: CIMultiDict[str]) -> list[str]:
+@functools.lru_cache(maxsize=128)  # a few (status, reason) pairs recur on every answer
+def _status_line(status: int, reason: str) -> str:
+    return f"HTTP/1.1 {status} {reason or reason_for(status)}"
+
+
+def _fields(headers: CIMultiDict[str]) -> str:
     """`Name: value` lines, without framing fields (the server's) or any CR/LF."""
     values = "".join(headers.values())
     framing = "Content-Length" in headers or "Transfer-Encoding" in headers
     if framing or "Connection" in headers or "\r" in values or "\n" in values:
-        return [
-            f"{name}: {value}"
+        kept = [
+            (name, value)
             for name, value in headers.items()
             if "\n" not in value and "\r" not in value and name.lower() not in _FRAMING
         ]
-    return [f"{name}: {value}" for name, value in headers.items()]
+        return "\r\n".join(map(": ".join, kept))
+    return "\r\n".join(map(": ".join, headers.items()))
 
 
 def _content_length(headers: CIMultiDictProxy[str]) -> int | None:

@@ -144,7 +144,8 @@ class TokenManager:
         """The token set a request should be sent with now."""
         if not self._loaded:
             await self._load_or_fail()
-        await self._pick_up_changes()
+        if time.monotonic() >= self._next_recheck:  # checked here: the hot path awaits nothing
+            await self._pick_up_changes()
         current = self._require_current()
         if self._rejected_generation == current.generation:
             task = self._inflight.get(current.generation)
