@@ -17,13 +17,14 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from . import profile, report, scenarios
+from . import hot_path, profile, report, scenarios
 from .load import wrk_path
 from .scenarios import Settings
 from .stack import (
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 10)")
     parser.add_argument("--no-mitm", action="store_true", help="leave mitmproxy out")
     parser.add_argument("--workers", type=int, default=2, help="the tower-proxy workers leg")
-    parser.add_argument("--only", help="comma-separated scenarios: 1,2,3,4,5,6")
+    parser.add_argument("--only", help="comma-separated scenarios: 1,2,3,4,5,6,7")
     parser.add_argument("--out", type=Path, help="where the report goes (default docs/)")
     parser.add_argument(
         "--logs", type=Path, help="child process logs (default: bench/results/logs)"
@@ -111,7 +112,7 @@ def _machine() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     settings = _settings(args)
-    only = set((args.only or "1,2,3,4,5,6").split(","))
+    only = set((args.only or "1,2,3,4,5,6,7").split(","))
     work = args.work or Path(tempfile.mkdtemp(prefix="tower-proxy-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
@@ -193,6 +194,7 @@ def _measure(
         ("4", "distant", lambda: scenarios.distant(stack, tls_port, cert, settings)),
         ("5", "storm", lambda: scenarios.storm(stack, settings)),
         ("6", "footprint", lambda: scenarios.footprint(stack, up_port, settings)),
+        ("7", "hot_path", lambda: _hot_path(stack, settings)),
     ]
     if not args.tiny and not args.only and profile.available():
         url = targets["tower-proxy"] + scenarios.API_PATH
@@ -215,6 +217,18 @@ def _measure(
                 file=sys.stderr,
                 flush=True,
             )
+    return out
+
+
+def _hot_path(stack: Stack, settings: Settings) -> dict[str, object]:
+    """(7) µs of CPU per proxied request in-process, without sockets (bench/hot_path.py)."""
+    requests = 2000 if settings.rounds == 1 and settings.seconds <= 1 else 20000
+    out: dict[str, object] = {"requests": requests}
+    for level in ("info", "warning"):
+        rounds = hot_path.measure(
+            requests=requests, rounds=max(3, settings.rounds), log_level=level, work=stack.work
+        )
+        out[level] = {"median_us": statistics.median(rounds), "rounds_us": rounds}
     return out
 
 

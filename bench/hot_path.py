@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy import log as proxy_log
-from proxy.app import create_app
-from proxy.config import load_config
+from proxy.app import ProxyApp, create_app
+from proxy.config import Config, load_config
 from proxy.http_server import HttpServer
 from proxy.limits import ServerLimits
 from proxy.upstream import UpstreamPool, _Connection
@@ -46,10 +46,6 @@ UPSTREAM_ANSWER = (
     b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s"
     % (len(SMALL_JSON), SMALL_JSON.encode())
 )
-
-
-import os
-FREEZE = os.environ.get("FREEZE") == "1"
 
 
 class _Transport(asyncio.Transport):
@@ -105,11 +101,16 @@ async def _run(config_path: Path, count: int) -> float:
     async def connect(self: UpstreamPool, within: float) -> _Connection:
         return _answering_upstream(self)
 
+    real_connect = UpstreamPool._connect
     UpstreamPool._connect = connect  # type: ignore[method-assign]
+    try:
+        return await _drive(app, config, count)
+    finally:
+        UpstreamPool._connect = real_connect  # type: ignore[method-assign]
+
+
+async def _drive(app: ProxyApp, config: Config, count: int) -> float:
     await app.start()
-    if FREEZE:
-        import gc
-        gc.freeze()
     server = HttpServer(app.dispatch, ServerLimits.from_config(config.server))
     connection = server()
     answered = asyncio.Event()
@@ -130,6 +131,25 @@ async def _run(config_path: Path, count: int) -> float:
     return elapsed / count * 1e6
 
 
+def measure(*, requests: int, rounds: int, log_level: str, work: Path) -> list[float]:
+    """µs per request, one number per round (a fresh app each round)."""
+    import uvloop
+
+    token = work / "token.json"
+    write_token_file(token)
+    config = write_proxy_config(
+        work / f"hot-path-{log_level}.toml",
+        api_url="http://127.0.0.1:9/api/v1",
+        oauth_url="http://127.0.0.1:9/oauth",
+        port=0,
+        token_path=token,
+        log_level=log_level,
+    )
+    with (work / "hot-path.log").open("a") as log_file:
+        proxy_log.configure(log_level, "json", stream=log_file)
+        return [uvloop.run(_run(config, requests)) for _ in range(rounds)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20000)
@@ -138,26 +158,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tower-proxy-hot-"))
-    token = work / "token.json"
-    write_token_file(token)
-    config = write_proxy_config(
-        work / "proxy.toml",
-        api_url="http://127.0.0.1:9/api/v1",
-        oauth_url="http://127.0.0.1:9/oauth",
-        port=0,
-        token_path=token,
-        log_level=args.log_level,
+    results = measure(
+        requests=args.requests, rounds=args.rounds, log_level=args.log_level, work=work
     )
-    proxy_log.configure(args.log_level, "json", stream=(work / "proxy.log").open("a"))
-    import uvloop
-
-    results = [uvloop.run(_run(config, args.requests)) for _ in range(args.rounds)]
     print(f"{statistics.median(results):.1f} µs per request (rounds: "
           f"{', '.join(f'{r:.1f}' for r in results)}; log.level = {args.log_level})")  # fmt: skip
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        uvloop.run(_run(config, args.requests))
+        measure(requests=args.requests, rounds=1, log_level=args.log_level, work=work)
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(35)

@@ -185,6 +185,13 @@ def _details(results: dict[str, Any]) -> str:
             f"- Footprint: idle RSS {fp['idle_rss_mib']:.1f} MiB, spawn to ready {fp['ready_s']:.2f} s, "
             f"`tower-proxy token` {fp['token_command_s']:.2f} s (medians)."
         )
+    hot = results.get("hot_path")
+    if hot:
+        lines.append(
+            f"- CPU per proxied request, in-process without sockets (`python -m bench.hot_path`, "
+            f"{hot['requests']} requests a round, median of rounds): {hot['info']['median_us']:.1f} µs "
+            f"with the canonical log line, {hot['warning']['median_us']:.1f} µs without it."
+        )
     return "\n".join(lines)
 
 

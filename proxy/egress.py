@@ -6,8 +6,9 @@ worker thread for every request, which costs a thread hop on the hot path
 and lets a netrc entry put credentials on requests.
 
 Invariant: the access token never reaches the egress proxy.  Only `https://`
-destinations are sent through it, so aiohttp always opens a CONNECT tunnel
-and speaks TLS to Tower inside it; the proxy sees `CONNECT host:port` and
+destinations are sent through it, so the upstream pool (upstream.py) and the
+token endpoint's aiohttp client always open a CONNECT tunnel and speak TLS
+to Tower inside it; the proxy sees `CONNECT host:port` and
 encrypted bytes.  A plain `http://` destination (allowed only on loopback,
 the sandbox) never uses the proxy: that would put the bearer header in the
 proxy's hands in absolute form.
@@ -98,7 +99,7 @@ def _in_network(host: str, entry: str) -> bool:
 def _parse_proxy(value: str) -> Egress:
     proxy = URL(value if "://" in value else f"http://{value}")
     if proxy.scheme != "http" or proxy.host is None:
-        # aiohttp speaks only plain HTTP to a proxy (CONNECT, then TLS inside).
+        # Both clients speak only plain HTTP to a proxy (CONNECT, then TLS inside).
         log.warning("egress_proxy_ignored", reason="only http:// proxies are supported")
         return DIRECT
     headers = None

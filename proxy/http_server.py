@@ -123,7 +123,6 @@ class Connection(asyncio.Protocol):
         self._parsing: Request | None = None  # head complete, body still arriving
         self._url = bytearray()
         self._fields: list[tuple[str, str]] = []
-        self._head_started = False
         self._read_paused = False
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -185,7 +184,6 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._head_started = True
         self._url.clear()
         self._fields = []
         self._largest = 0
@@ -243,7 +241,6 @@ class Connection(asyncio.Protocol):
             self._parsing.body.feed(chunk)
 
     def on_message_complete(self) -> None:
-        self._head_started = False
         if self._parsing is not None:
             self._parsing.body.feed_eof()
             self._parsing = None

@@ -455,7 +455,7 @@ def _block_buffered(stream: TextIO) -> TextIO:
 
     Python makes stderr line-buffered: one write(2) per log line.  Our lines
     are flushed once per turn of the event loop instead (`_line_writer`), and
-    at exit; only an `os._exit` (a second signal) can lose the last turn's.
+    at exit; only a SIGKILL or `os._exit` (a second signal) can lose the last turn's.
     """
     if stream is not sys.stderr or stream.isatty():
         return stream
