@@ -215,8 +215,10 @@ class Forwarder:
             headers.get("Content-Type", ""), headers.get("Content-Encoding", ""), length
         )
         if length is not None and length <= _BUFFER_AT_ONCE:
-            body = await _read_at_most(upstream, length)
-            upstream.release()
+            body = upstream.body_if_complete(length)  # usually: it came with the head
+            if body is None:
+                body = await _read_at_most(upstream, length)
+                upstream.release()
         elif rewrite:
             body = await _read_at_most(upstream, MAX_REWRITE + 1)
             if len(body) > MAX_REWRITE:  # too large to rewrite: stream it as it is
