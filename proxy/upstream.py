@@ -46,13 +46,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from ssl import SSLContext, create_default_context
 from typing import Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 READ_SIZE: Final = 64 * 1024  # the most one socket read hands the parser
@@ -62,6 +63,12 @@ _JOIN_LIMIT: Final = 64 * 1024  # bytes bodies up to this share the head's write
 _CLOSE_GRACE: Final = 1.0  # close(): seconds to wait for transports to finish
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _NO_HEADERS: Final[CIMultiDictProxy[str]] = CIMultiDictProxy(CIMultiDict())
+# istr keys: a case-insensitive lookup with a ready-made key skips folding it each time.
+_CONTENT_LENGTH: Final = istr("Content-Length")
+_TRANSFER_ENCODING: Final = istr("Transfer-Encoding")
+_CONNECTION: Final = istr("Connection")
+# The usual reason phrases, decoded once rather than per response.
+_REASONS: Final = {status.phrase.encode("latin-1"): status.phrase for status in HTTPStatus}
 
 
 class UpstreamError(Exception):
@@ -135,11 +142,13 @@ class _Connection(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_buffer",
+        "_bytes",
         "_deadline",
+        "_fields",
         "_lost",
         "_parser",
-        "_raw",
         "_reason",
+        "_timeout",
         "_timer",
         "closed",
         "dead",
@@ -164,10 +173,12 @@ class _Connection(asyncio.BufferedProtocol):
         self.paused = False  # reading paused for a slow consumer
         self.write_paused = False
         self.idle_since = 0.0
-        self._buffer = memoryview(bytearray(READ_SIZE))
+        self._bytes = bytearray(READ_SIZE)
+        self._buffer = memoryview(self._bytes)
         self._parser = HttpResponseParser(self)
-        self._raw: list[tuple[str, str]] = []
+        self._fields: CIMultiDict[str] = CIMultiDict()  # the head being parsed
         self._reason = b""
+        self._timeout = pool._read_timeout
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -181,9 +192,14 @@ class _Connection(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.response is None:  # idle: the server has nothing to say now
+        response = self.response
+        if response is None:  # idle: the server has nothing to say now
             self.abort()
             return
+        if not response._begun:
+            # Nothing is pipelined, so a response's first read starts with its status
+            # line: looking at it is cheaper than asking llhttp for the version.
+            response._http11 = self._bytes.startswith(b"HTTP/1.1 ", 0, nbytes)
         try:
             self._parser.feed_data(self._buffer[:nbytes])
         except HttpParserError as exc:
@@ -210,6 +226,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     # --- parser callbacks
 
+    # buffer_updated feeds the parser only while a response is set, and nothing
+    # inside feed_data unsets it: the `is None` tests below are for the type checker.
+
     def on_message_begin(self) -> None:
         response = self.response
         if response is None or response._complete:
@@ -220,20 +239,26 @@ class _Connection(asyncio.BufferedProtocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._fields.add(name.decode("latin-1"), value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
-        raw, self._raw = self._raw, []
-        reason, self._reason = self._reason, b""
+        fields = self._fields
+        self._fields = CIMultiDict()
+        reason = self._reason
+        self._reason = b""
         parser = self._parser
         status = parser.get_status_code()
-        if status < 200:
-            return  # interim (100 Continue, 103 Early Hints): the final head follows
-        cast(UpstreamResponse, self.response)._head(status, reason, raw, parser)
+        response = self.response
+        if response is None:
+            raise _Unexpected
+        if status >= 200:
+            response._head(status, reason, fields, parser)
+        else:  # interim (100 Continue, 103 Early Hints): the final head follows, maybe mid-read
+            response._http11 = False
 
     def on_body(self, body: bytes) -> None:
-        response = cast(UpstreamResponse, self.response)
-        if response._complete:
+        response = self.response
+        if response is None or response._complete:
             raise _Unexpected  # a body after a HEAD head
         response._chunks.append(body)
         buffered = response._buffered = response._buffered + len(body)
@@ -246,8 +271,8 @@ class _Connection(asyncio.BufferedProtocol):
             response._wake()
 
     def on_message_complete(self) -> None:
-        response = cast(UpstreamResponse, self.response)
-        if response.status:  # zero: the end of an interim response
+        response = self.response
+        if response is not None and response.status:  # zero: the end of an interim response
             response._complete = True
             if response._waiter is not None:
                 response._wake()
@@ -273,13 +298,19 @@ class _Connection(asyncio.BufferedProtocol):
         self.paused = False
         self.transport.resume_reading()
 
-    def arm_timer(self) -> None:
-        timeout = self.pool._read_timeout
-        if timeout is None:
-            return
-        self._deadline = self.loop.time() + timeout
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+    def news(self, response: UpstreamResponse) -> asyncio.Future[None]:
+        """A future resolved when `response` has news, or the read timer fires.
+
+        A future, not a coroutine: one frame less per wait.  Whoever awaits it
+        closes the connection when cancelled."""
+        loop = self.loop
+        waiter = response._waiter = loop.create_future()
+        timeout = self._timeout
+        if timeout is not None:
+            deadline = self._deadline = loop.time() + timeout
+            if self._timer is None:
+                self._timer = loop.call_at(deadline, self._on_timer)
+        return waiter
 
     def wait_lost(self) -> asyncio.Future[None]:
         if self._lost is None:
@@ -297,7 +328,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
             return
         what = "mid-body" if response.status else "before answering"
-        timeout = self.pool._read_timeout
+        timeout = self._timeout
         response._fail(UpstreamTimeout(f"{self.pool.name} was silent for {timeout} s {what}"))
         self.abort()
 
@@ -353,8 +384,9 @@ class UpstreamResponse:
         "_error",
         "_fresh",
         "_head_only",
-        "_keep",
+        "_http11",
         "_peak",
+        "_reusable",
         "_until_eof",
         "_waiter",
         "content_length",
@@ -367,7 +399,7 @@ class UpstreamResponse:
     headers: CIMultiDictProxy[str]  # str names and values, decoded latin-1
     content_length: int | None  # from the header; None when chunked or close-delimited
 
-    def __init__(self, conn: _Connection, *, head_only: bool, fresh: bool) -> None:
+    def __init__(self, conn: _Connection, head_only: bool, fresh: bool) -> None:
         self.status = 0  # zero until the final head has arrived
         self.reason = ""
         self.headers = _NO_HEADERS
@@ -376,8 +408,9 @@ class UpstreamResponse:
         self._head_only = head_only  # HEAD or CONNECT: the head is the whole message
         self._fresh = fresh
         self._begun = False  # a byte of the response arrived
+        self._http11 = False  # its status line was seen to say HTTP/1.1 (False: unknown)
         self._complete = False  # the whole body arrived
-        self._keep = False
+        self._reusable = False  # the head allows pooling the connection after the body
         self._until_eof = False
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -403,8 +436,26 @@ class UpstreamResponse:
         if len(chunk) > limit:
             chunks.appendleft(chunk[limit:])
             chunk = chunk[:limit]
-        self._consumed(len(chunk))
+        buffered = self._buffered = self._buffered - len(chunk)
+        conn = self._conn
+        if conn is not None and conn.paused and buffered <= LOW_WATER:
+            conn.resume_reading()
         return chunk
+
+    def body_if_complete(self, limit: int) -> bytes | None:
+        """The rest of the body, at once, if it has all arrived and is at most `limit` bytes.
+
+        Else None, and nothing is consumed.  Spares a caller the read loop (and
+        its awaits) for a small body that came with its head; like reading to
+        the end, it releases the connection."""
+        if not self._complete or self._buffered > limit:
+            return None
+        chunks = self._chunks
+        body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        self.release()
+        return body
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -417,7 +468,10 @@ class UpstreamResponse:
                 raise StopAsyncIteration
             await self._more()
         chunk = chunks.popleft()
-        self._consumed(len(chunk))
+        buffered = self._buffered = self._buffered - len(chunk)
+        conn = self._conn
+        if conn is not None and conn.paused and buffered <= LOW_WATER:
+            conn.resume_reading()
         return chunk
 
     def release(self) -> None:
@@ -429,36 +483,40 @@ class UpstreamResponse:
         conn.response = None
         if not self._complete:
             conn.abort()  # abandoned mid-body
-        elif self._keep and not self._fresh and not conn.closed:
-            conn.pool._put(conn, renew_parser=self._head_only)
+        elif self._reusable and not conn.closed:
+            conn.pool._put(conn, self._head_only)
         else:
             conn.close()
 
     # --- for the connection and the pool
 
     def _head(
-        self, status: int, reason: bytes, raw: list[tuple[str, str]], parser: HttpResponseParser
+        self, status: int, reason: bytes, headers: CIMultiDict[str], parser: HttpResponseParser
     ) -> None:
-        headers = CIMultiDictProxy(CIMultiDict(raw))
         self.status = status
-        self.reason = reason.decode("latin-1")
-        self.headers = headers
-        length = headers.get("Content-Length")
-        coding = headers.get("Transfer-Encoding")
-        if coding is None and length is not None:
-            self.content_length = int(length)  # llhttp has checked it is digits
+        phrase = _REASONS.get(reason)
+        self.reason = reason.decode("latin-1") if phrase is None else phrase
+        self.headers = CIMultiDictProxy(headers)
         # llhttp's framing: chunked, else Content-Length, else the body runs to the close.
-        chunked = coding is not None and "chunked" in coding.lower()
-        self._until_eof = not chunked and self.content_length is None
-        keep = parser.should_keep_alive()
-        if keep and "Connection" in headers:
+        coding = headers.get(_TRANSFER_ENCODING)
+        if coding is not None:
+            self._until_eof = "chunked" not in coding.lower()
+        else:
+            length = headers.get(_CONTENT_LENGTH)
+            if length is not None:
+                self.content_length = int(length)  # llhttp has checked it is digits
+            else:
+                self._until_eof = True
+        keep = not self._fresh and parser.should_keep_alive()
+        if keep and not self._http11 and _CONNECTION in headers:
             # llhttp keeps an HTTP/1.0 answer alive only with `Connection: keep-alive`,
             # and only HTTP/1.1 is kept here: without that header the version is 1.1.
             keep = parser.get_http_version() == "1.1"
-        self._keep = keep
+        self._reusable = keep
         if self._head_only:
             self._complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -471,40 +529,25 @@ class UpstreamResponse:
         self._error = error
         self._wake()
 
-    def _news(self) -> asyncio.Future[None]:
-        """A future the connection resolves when it has news (or the read timer fires).
-
-        A future, not a coroutine: one frame less per wait.  Whoever awaits it
-        closes the connection when cancelled."""
-        conn = cast(_Connection, self._conn)
-        waiter = self._waiter = conn.loop.create_future()
-        conn.arm_timer()
-        return waiter
-
-    async def _await_head(self) -> None:
+    async def _await_head(self, conn: _Connection) -> None:
         while not self.status:
             if self._error is not None:
                 raise self._error
-            await self._news()
+            await conn.news(self)
 
     async def _more(self) -> None:
         """Wait for more of the body, or raise why none will come."""
         if self._error is not None:
             self._discard()
             raise self._error
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             raise BrokenResponse("the response was released before its body ended")
         try:
-            await self._news()
+            await conn.news(self)
         except asyncio.CancelledError:
             self._discard()
             raise
-
-    def _consumed(self, size: int) -> None:
-        buffered = self._buffered = self._buffered - size
-        conn = self._conn
-        if conn is not None and conn.paused and buffered <= LOW_WATER:
-            conn.resume_reading()
 
     def _discard(self) -> None:
         """Close the connection for good (error, timeout, cancellation)."""
@@ -517,6 +560,21 @@ class UpstreamResponse:
 
 class UpstreamPool:
     """Keep-alive HTTP/1.1 connections to one origin, reused most recent first."""
+
+    __slots__ = (
+        "_closed",
+        "_connect_head",
+        "_connect_timeout",
+        "_host",
+        "_idle",
+        "_keepalive",
+        "_open",
+        "_origin",
+        "_read_timeout",
+        "_ssl",
+        "_tunnel",
+        "name",
+    )
 
     def __init__(
         self,
@@ -536,11 +594,11 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._keepalive = keepalive
-        self._after_target = f" HTTP/1.1\r\nHost: {origin.host_header}\r\n"
+        self._host = origin.host_header
         self._tunnel = tunnel
         self._connect_head = b"" if tunnel is None else _connect_head(origin, tunnel)
         self._idle: list[_Connection] = []  # oldest first; reuse pops the newest
-        self._busy: set[_Connection] = set()
+        self._open: set[_Connection] = set()  # handed out by _connect_new or warm, not closed
         self._closed = False
 
     @property
@@ -560,33 +618,37 @@ class UpstreamPool:
         """Send one request; return once the response head has arrived."""
         if self._closed:
             raise UpstreamError(f"the pool for {self.name} is closed")
-        data, stream = (body, None) if body is None or isinstance(body, bytes) else (None, body)
-        if data is not None:
+        data = b""
+        stream = None
+        if isinstance(body, bytes):
+            data = body
             if content_length is None:
                 content_length = len(data)
             elif content_length != len(data):
                 raise ValueError("content_length differs from the body's length")
+        elif body is not None:
+            stream = body
         chunked = stream is not None and content_length is None
-        head = self._encode_head(method, target, headers, content_length, chunked)
+        head = _encode_head(method, target, self._host, headers, content_length, chunked)
         conn = None if fresh else self._pop_idle()
         if conn is None:
             conn = await self._connect_new()
-        self._busy.add(conn)
-        response = UpstreamResponse(conn, head_only=method == "HEAD", fresh=fresh)
+        response = UpstreamResponse(conn, method == "HEAD", fresh)
         conn.response = response
         try:
+            write = conn.transport.write
             if stream is not None:
-                conn.transport.write(head)
+                write(head)
                 await _send_stream(response, conn, stream, content_length)
-            elif data and len(data) > _JOIN_LIMIT:
-                conn.transport.write(head)
-                conn.transport.write(data)
+            elif len(data) > _JOIN_LIMIT:
+                write(head)
+                write(data)
             else:
-                conn.transport.write(head + data if data else head)
+                write(head + data if data else head)
             while not response.status:  # _await_head, inlined: this is the hot path
                 if response._error is not None:
                     raise response._error
-                await response._news()
+                await conn.news(response)
         except BaseException:  # errors, and cancellation: the connection is done for
             response._discard()
             raise
@@ -602,19 +664,21 @@ class UpstreamPool:
             conn = await self._connect(timeout)
         except Exception:  # a Tower that is down must not stop anything
             return False
-        self._put(conn, renew_parser=False)
+        self._open.add(conn)
+        self._put(conn, False)
         return not conn.closed
 
     async def close(self) -> None:
         """Close every connection; later requests raise UpstreamError."""
         self._closed = True
-        idle, busy = self._idle, list(self._busy)
-        self._idle, self._busy = [], set()
-        for conn in idle:
-            conn.close()
-        for conn in busy:
-            conn.abort()
-        conns = [*idle, *busy]
+        idle, conns = self._idle, list(self._open)
+        self._idle, self._open = [], set()
+        resting = set(idle)
+        for conn in conns:
+            if conn in resting:
+                conn.close()
+            else:
+                conn.abort()  # busy: whatever is in flight is cut off
         lost = [conn.wait_lost() for conn in conns]
         if lost:
             await asyncio.wait(lost, timeout=_CLOSE_GRACE)
@@ -629,6 +693,7 @@ class UpstreamPool:
         if self._closed:  # closed while connecting
             conn.close()
             raise UpstreamError(f"the pool for {self.name} is closed")
+        self._open.add(conn)
         return conn
 
     def _pop_idle(self) -> _Connection | None:
@@ -642,8 +707,7 @@ class UpstreamPool:
                 return None
         return idle.pop()
 
-    def _put(self, conn: _Connection, *, renew_parser: bool) -> None:
-        self._busy.discard(conn)
+    def _put(self, conn: _Connection, renew_parser: bool) -> None:
         if self._closed or conn.closed:
             conn.close()
             return
@@ -656,7 +720,7 @@ class UpstreamPool:
         self._idle.append(conn)
 
     def _forget(self, conn: _Connection) -> None:
-        self._busy.discard(conn)
+        self._open.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
 
@@ -704,11 +768,11 @@ class UpstreamPool:
 
     async def _through_tunnel(self, conn: _Connection, proxy: Origin) -> None:
         """Send CONNECT and read the proxy's answer; anything but 2xx is ConnectFailed."""
-        answer = UpstreamResponse(conn, head_only=True, fresh=True)
+        answer = UpstreamResponse(conn, True, True)
         conn.response = answer
         conn.transport.write(self._connect_head)
         try:
-            await answer._await_head()
+            await answer._await_head(conn)
         except UpstreamTimeout:
             raise
         except UpstreamError as exc:
@@ -723,28 +787,33 @@ class UpstreamPool:
             )
         conn.renew_parser()
 
-    def _encode_head(
-        self,
-        method: str,
-        target: str,
-        headers: Sequence[tuple[str, str]],
-        content_length: int | None,
-        chunked: bool,
-    ) -> bytes:
-        lines = [f"{name}: {value}\r\n" for name, value in headers]
-        if content_length is not None:
-            lines.append(f"Content-Length: {content_length}\r\n")
-        elif chunked:
-            lines.append("Transfer-Encoding: chunked\r\n")
-        return _encode(f"{method} {target}{self._after_target}{''.join(lines)}\r\n", len(lines) + 3)
 
-
-def _encode(head: str, line_count: int) -> bytes:
-    """latin-1 bytes of a head that must have exactly `line_count` CRLF line ends."""
-    if head.count("\n") != line_count or head.count("\r") != line_count:
+def _encode_head(
+    method: str,
+    target: str,
+    host: str,
+    headers: Iterable[tuple[str, str]],
+    content_length: int | None,
+    chunked: bool,
+) -> bytes:
+    """The latin-1 bytes of a request head; ValueError for a CR, LF or non-latin-1 in it."""
+    # Even slots hold what the caller gave (method, target, host, names, values),
+    # odd slots our separators: one search of the even slots finds a CR or LF
+    # smuggled in anywhere, cheaper than counting the line ends of the whole head.
+    parts = [method, " ", target, " HTTP/1.1\r\nHost: ", host, "\r\n"]
+    for name, value in headers:
+        parts += (name, ": ", value, "\r\n")
+    given = "".join(parts[::2])
+    if "\r" in given or "\n" in given:
         raise ValueError("a CR or LF inside the request line or a header")
+    if content_length is not None:
+        parts.append(f"Content-Length: {content_length}\r\n\r\n")
+    elif chunked:
+        parts.append("Transfer-Encoding: chunked\r\n\r\n")
+    else:
+        parts.append("\r\n")
     try:
-        return head.encode("latin-1")
+        return "".join(parts).encode("latin-1")
     except UnicodeEncodeError:
         pass  # raised outside the handler: the error must not hold the head as context
     raise ValueError("a request line or header is not latin-1")
@@ -755,9 +824,7 @@ def _connect_head(origin: Origin, tunnel: tuple[Origin, dict[str, str]]) -> byte
     if proxy.scheme != "http":
         raise ValueError("the egress proxy must be an http:// proxy (CONNECT, then TLS inside)")
     authority = origin.authority
-    lines = [f"{name}: {value}\r\n" for name, value in extra.items()]
-    head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{''.join(lines)}\r\n"
-    return _encode(head, len(lines) + 3)
+    return _encode_head("CONNECT", authority, authority, extra.items(), None, False)
 
 
 async def _send_stream(
@@ -785,7 +852,7 @@ async def _send_stream(
         else:
             write(chunk)
         while conn.write_paused and not conn.closed:
-            await response._news()
+            await conn.news(response)
     if conn.closed:
         return
     if content_length is None:

@@ -464,6 +464,33 @@ async def test_request_head_is_byte_exact(raw: Any, pools: Any) -> None:
     assert server.requests[0].body == b"hello"
 
 
+@pytest.mark.parametrize("where", ["method", "target", "name", "value", "last value"])
+@pytest.mark.parametrize("bad", ["\r", "\n", "\r\n", "\u20ac"])
+async def test_cr_lf_or_non_latin1_anywhere_in_the_head_is_refused(
+    raw: Any, pools: Any, where: str, bad: str
+) -> None:
+    """Header injection through any part the caller gives: ValueError, nothing sent."""
+    server = await raw(always_ok)
+    pool = pools(server.origin)
+    method, target = "GET", "/json"
+    headers = [("Accept", "*/*"), ("X-Request-ID", "r1")]
+    if where == "method":
+        method += bad
+    elif where == "target":
+        target += bad + "X-Evil: 1"
+    elif where == "name":
+        headers[0] = (f"X{bad}Evil", "1")
+    else:
+        index = 0 if where == "value" else -1
+        headers[index] = (headers[index][0], f"v{bad}X-Evil: 1")
+    with pytest.raises(ValueError):
+        await pool.request(method, target, headers, b"body" if where == "target" else None)
+    assert server.connections == 0
+    _, body = await fetch(pool, headers=[("Tab", "a\tb"), ("Latin-1", "caf\u00e9")])
+    assert body == b"ok"
+    assert server.requests[0].headers["latin-1"] == "caf\u00e9"
+
+
 class CountingTransport:
     """Wraps a transport to count its write calls (a spy, not a fake: bytes still flow)."""
 
@@ -602,6 +629,37 @@ async def test_answers_that_end_the_connection_are_not_reused(
     await eventually(lambda: server.client_closes == 2)
 
 
+KEPT_ALIVE = b" 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "parts, reused",
+    [
+        ([b"HTTP/1.", b"1" + KEPT_ALIVE], True),
+        ([b"HTTP/1.", b"0" + KEPT_ALIVE], False),
+        ([CONTINUE, b"HTTP/1.0" + KEPT_ALIVE], False),
+        ([CONTINUE + b"HTTP/1.0" + KEPT_ALIVE], False),
+        ([CONTINUE + b"HTTP/1.1" + KEPT_ALIVE], True),
+    ],
+)
+async def test_the_version_of_the_final_head_decides_reuse(
+    raw: Any, pools: Any, parts: list[bytes], reused: bool
+) -> None:
+    """HTTP/1.1 is reused and 1.0 is not, however the status lines are cut across reads."""
+
+    async def in_parts(seen: Seen, reader: Any, writer: asyncio.StreamWriter) -> bool:
+        for part in parts:
+            await answer(writer, part)
+            await asyncio.sleep(0.02)
+        return True
+
+    server = await raw(in_parts)
+    pool = pools(server.origin)
+    _, body = await fetch(pool)
+    assert (body, pool.idle_count) == (b"ok", int(reused))
+
+
 async def test_read_returns_at_most_limit_bytes(raw: Any, pools: Any) -> None:
     """read(limit) splits a buffered chunk and returns b"" at the end."""
     server = await raw(always_ok)
@@ -612,6 +670,59 @@ async def test_read_returns_at_most_limit_bytes(raw: Any, pools: Any) -> None:
         b"k",
         b"",
     ]
+    assert pool.idle_count == 1
+
+
+async def test_body_if_complete_hands_over_a_small_body_that_came_with_its_head(
+    raw: Any, pools: Any
+) -> None:
+    """The whole body at once, consumed: read() is at the end, the connection is pooled."""
+    server = await raw(always_ok)
+    pool = pools(server.origin)
+    response = await pool.request("GET", "/", [])
+    assert response.body_if_complete(2) == b"ok"
+    assert (await response.read(10), pool.idle_count) == (b"", 1)
+    response.release()
+    assert pool.idle_count == 1
+    _, body = await fetch(pool)
+    assert (body, server.connections) == (b"ok", 1)
+
+
+async def test_body_if_complete_joins_the_rest_of_a_chunked_body(raw: Any, pools: Any) -> None:
+    """Several chunks come back joined; what read() took already is not repeated."""
+
+    async def chunked(seen: Seen, reader: Any, writer: asyncio.StreamWriter) -> bool:
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        await answer(writer, head + b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n")
+        return True
+
+    server = await raw(chunked)
+    pool = pools(server.origin)
+    response = await pool.request("GET", "/", [])
+    await eventually(lambda: response.complete)
+    assert await response.read(2) == b"on"
+    assert response.body_if_complete(11) == b"e,two,three"
+    assert (response.body_if_complete(0), await response.read(1)) == (b"", b"")
+    assert pool.idle_count == 1
+
+
+async def test_body_if_complete_consumes_nothing_when_it_declines(raw: Any, pools: Any) -> None:
+    """Over the limit, or not all there yet: None, and reading still gets every byte."""
+
+    async def in_two_parts(seen: Seen, reader: Any, writer: asyncio.StreamWriter) -> bool:
+        await answer(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+        await asyncio.sleep(0.05)
+        await answer(writer, b"56789")
+        return True
+
+    server = await raw(in_two_parts)
+    pool = pools(server.origin)
+    response = await pool.request("GET", "/", [])
+    assert response.body_if_complete(100) is None  # half of it has arrived
+    await eventually(lambda: response.complete)
+    assert response.body_if_complete(9) is None  # all there, one byte too many
+    assert pool.idle_count == 0
+    assert b"".join([chunk async for chunk in response]) == b"0123456789"
     assert pool.idle_count == 1
 
 
