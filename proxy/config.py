@@ -53,6 +53,7 @@ class TowerConfig:
     oauth_url: str = "https://tower.im/oauth"
     ca_file: str = ""
     use_env_proxy: bool = True  # HTTPS_PROXY/NO_PROXY for api_url and the token endpoint
+    max_connections: int = 64  # open to api_url at once; more requests wait (0: no limit)
 
     @property
     def token_url(self) -> str:
@@ -404,6 +405,8 @@ def _validate(config: Config) -> None:
     _validate_upstream_url("tower.api_url", config.tower.api_url)
     _validate_upstream_url("tower.oauth_url", config.tower.oauth_url)
     _validate_ca_file(config.tower.ca_file)
+    if (limit := config.tower.max_connections) < 0:
+        raise ConfigError(f"tower.max_connections: must be 0 (no limit) or more, got {limit}")
     _validate_redirect_uri(config.tower.redirect_uri)
     _validate_server(config.server)
     if config.tokens.store not in {"file", "redis"}:

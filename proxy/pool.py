@@ -45,6 +45,7 @@ def open_pool(config: Config, context: ssl.SSLContext) -> UpstreamPool:
         read_timeout=config.server.read_timeout,
         keepalive=KEEPALIVE,
         tunnel=tunnel,
+        max_connections=config.tower.max_connections,
     )
 
 

@@ -565,14 +565,17 @@ class UpstreamPool:
         "_closed",
         "_connect_head",
         "_connect_timeout",
+        "_connecting",
         "_host",
         "_idle",
         "_keepalive",
+        "_limit",
         "_open",
         "_origin",
         "_read_timeout",
         "_ssl",
         "_tunnel",
+        "_waiters",
         "name",
     )
 
@@ -585,6 +588,7 @@ class UpstreamPool:
         read_timeout: float | None,
         keepalive: float = 300.0,
         tunnel: tuple[Origin, dict[str, str]] | None = None,
+        max_connections: int = 0,
     ) -> None:
         if origin.scheme == "https" and ssl is None:
             ssl = create_default_context()
@@ -599,6 +603,11 @@ class UpstreamPool:
         self._connect_head = b"" if tunnel is None else _connect_head(origin, tunnel)
         self._idle: list[_Connection] = []  # oldest first; reuse pops the newest
         self._open: set[_Connection] = set()  # handed out by _connect_new or warm, not closed
+        # At most `_limit` connections open or opening (0: no limit); beyond, requests
+        # wait in order for one to come back or close, within connect_timeout.
+        self._limit = max_connections
+        self._connecting = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
     @property
@@ -632,7 +641,7 @@ class UpstreamPool:
         head = _encode_head(method, target, self._host, headers, content_length, chunked)
         conn = None if fresh else self._pop_idle()
         if conn is None:
-            conn = await self._connect_new()
+            conn = await self._connect_new() if fresh else await self._acquire()
         response = UpstreamResponse(conn, method == "HEAD", fresh)
         conn.response = response
         try:
@@ -688,6 +697,50 @@ class UpstreamPool:
 
     # --- connections
 
+    async def _acquire(self) -> _Connection:
+        """An idle connection, else a new one while under the limit, else wait for either.
+
+        A fresh connection (the forwarder's one retry) does not come here: the
+        connection it replaces has just freed its place."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout
+        while self._limit and len(self._open) + self._connecting >= self._limit:
+            await self._wait_for_turn(deadline - loop.time())
+            conn = self._pop_idle()
+            if conn is not None:
+                return conn
+        self._connecting += 1
+        try:
+            return await self._connect_new()
+        finally:
+            self._connecting -= 1
+
+    async def _wait_for_turn(self, within: float) -> None:
+        turn = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            async with asyncio.timeout(within):
+                await turn
+        except BaseException as exc:
+            if turn.done() and not turn.cancelled():
+                self._next_turn()  # woken, then cancelled or timed out: the turn passes on
+            turn.cancel()
+            if isinstance(exc, TimeoutError):
+                limit, waited = self._limit, self._connect_timeout
+                raise UpstreamTimeout(
+                    f"all {limit} connections to {self.name} stayed busy for {waited} s"
+                ) from None
+            raise
+
+    def _next_turn(self) -> None:
+        """A connection came back or closed: let the longest-waiting request look."""
+        waiters = self._waiters
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+
     async def _connect_new(self) -> _Connection:
         conn = await self._connect(self._connect_timeout)
         if self._closed:  # closed while connecting
@@ -718,11 +771,15 @@ class UpstreamPool:
         conn.reused = True
         conn.idle_since = conn.loop.time()
         self._idle.append(conn)
+        if self._waiters:
+            self._next_turn()
 
     def _forget(self, conn: _Connection) -> None:
         self._open.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
+        if self._waiters:
+            self._next_turn()
 
     async def _connect(self, within: float) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -1181,3 +1181,44 @@ async def test_close_closes_connections_and_refuses_requests(raw: Any, pools: An
         await pool.request("GET", "/json", [])
     assert not await pool.warm(1.0)
     assert server.connections == 2
+
+
+async def test_connection_limit_queues_requests_beyond_it(tower: Tower, pools: Any) -> None:
+    """max_connections = 4 and 16 requests at once: never more than 4 connections; all answered."""
+    pool = pools(tower.origin, max_connections=4)
+    tower.gate_size = 4  # the first four hold their connections until all four are in
+    answers = await asyncio.gather(*[fetch(pool, target="/gated") for _ in range(16)])
+    assert [body for _, body in answers] == [JSON] * 16
+    assert (len(tower.peers), tower.connections, pool.idle_count) == (16, 4, 4)
+
+
+async def test_waiting_for_a_connection_is_bounded_by_the_connect_timeout(
+    tower: Tower, pools: Any
+) -> None:
+    """All connections busy for longer than connect_timeout: UpstreamTimeout, nothing sent."""
+    pool = pools(tower.origin, max_connections=1, connect_timeout=0.2)
+    tower.gate_size = 2  # the first request waits at Tower until the gate is set by hand
+    first = asyncio.create_task(fetch(pool, target="/gated"))
+    await eventually(lambda: tower.waiting == 1)
+    with pytest.raises(UpstreamTimeout, match="stayed busy"):
+        await fetch(pool)
+    assert len(tower.peers) == 1  # the second request never went out
+    tower.gate.set()
+    _, body = await first
+    assert body == JSON
+
+
+async def test_a_closed_connection_frees_its_place_for_a_waiting_request(
+    tower: Tower, pools: Any
+) -> None:
+    """max_connections = 1: a response abandoned mid-body closes its connection, and the
+    request waiting for a place gets a new one."""
+    pool = pools(tower.origin, max_connections=1)
+    big = await pool.request("GET", "/big", ())
+    waiting = asyncio.create_task(fetch(pool))
+    await asyncio.sleep(0)  # let it queue behind the busy connection
+    assert not waiting.done()
+    big.release()  # abandoned mid-body: aborted, not pooled
+    _, body = await waiting
+    assert body == JSON
+    assert tower.connections == 2
