@@ -10,6 +10,7 @@ these secrets never push the session's real ones out of the bounded registry.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -178,3 +179,39 @@ def test_registry_masks_a_secret_holding_another_whole():
     """Longest first: a secret that contains a shorter one is masked entirely."""
     with _registry("abcdef", "xxabcdefyy") as registry:
         assert registry.scrub("1 xxabcdefyy 2 abcdef") == "1 [redacted] 2 [redacted]"
+
+
+class _CountingStream(io.StringIO):
+    """A text stream that counts its flushes (each one a write(2) on a real file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+async def test_lines_of_one_loop_turn_are_flushed_together():
+    """Within a running loop, the lines of one turn reach the stream in one flush, and
+    before the next turn."""
+    stream = _CountingStream()
+    write = proxy_log._line_writer(stream)
+    for n in range(3):
+        write(f"line {n}")
+    assert stream.flushes == 0  # not yet: the loop has not turned
+    await asyncio.sleep(0)
+    assert (stream.flushes, stream.getvalue()) == (1, "line 0\nline 1\nline 2\n")
+    write("line 3")
+    await asyncio.sleep(0)
+    assert stream.flushes == 2
+
+
+def test_without_a_loop_each_line_is_flushed_at_once():
+    """The CLI has no running loop: a line is flushed as it is written."""
+    stream = _CountingStream()
+    write = proxy_log._line_writer(stream)
+    write("one")
+    write("two")
+    assert (stream.flushes, stream.getvalue()) == (2, "one\ntwo\n")
