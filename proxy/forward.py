@@ -211,8 +211,9 @@ class Forwarder:
         length = upstream.content_length
         if request.method == "HEAD":
             return self._streamed(upstream, headers, b"")
+        encoding = headers.get("Content-Encoding", "")
         rewrite = self.rewrite_bodies and is_rewritable(
-            headers.get("Content-Type", ""), headers.get("Content-Encoding", ""), length
+            headers.get("Content-Type", ""), encoding, length
         )
         if length is not None and length <= _BUFFER_AT_ONCE:
             body = upstream.body_if_complete(length)  # usually: it came with the head
@@ -227,9 +228,7 @@ class Forwarder:
         else:
             return self._streamed(upstream, headers, b"")
         if rewrite:
-            body, decoded = self.rewriter.body(
-                body, headers.get("Content-Encoding", ""), self._base(request)
-            )
+            body, decoded = self.rewriter.body(body, encoding, self._base(request))
             if decoded:
                 headers.popall("Content-Encoding", None)
         return Response(upstream.status, headers, body, reason=upstream.reason)

@@ -2,9 +2,10 @@
 
 - Hop-by-hop headers (RFC 9110 7.6.1, plus any name listed in `Connection`)
   are dropped in both directions.
-- Towards Tower: the client's `Authorization`, `Host`, `X-Proxy-Key`, cookies
-  and `Content-Length` (set again from the kept body) are dropped; the bearer
-  token is added by the caller, never here.
+- Towards Tower: the client's `Authorization`, `Host`, `X-Proxy-Key`, cookies,
+  `Expect`, `Content-Length` (set again from the kept body) and `X-Request-ID`
+  (the forwarder sets the one it logs) are dropped; the bearer token is added
+  by the caller, never here.
 - Towards the client: `Content-Length`/`Transfer-Encoding` are left to the
   response writer, cookies and Tower's own `Access-Control-*` headers are
   dropped (the proxy decides CORS for its origins, see guard.py — a `*` from

@@ -293,8 +293,7 @@ class Connection(asyncio.Protocol):
 
     def _keep_after(self, request: Request) -> bool:
         return (
-            self._keep_alive
-            and request.keep_alive
+            self._keep_alive  # what the answer's head said, request.keep_alive included
             and request.body.received_all()
             and not self._close_after
             and not self._server.closing
@@ -336,11 +335,7 @@ class Connection(asyncio.Protocol):
         keep = request.keep_alive and not self._server.closing and not self._close_after
         if "close" in headers.get("Connection", "").lower():
             keep = False
-        lines = [_status_line(status, response.reason)]
-        if headers:
-            lines.append(_fields(headers))
-        if "Date" not in headers:
-            lines.append(f"Date: {_DATE.value()}")
+        lines = _head_lines(response)
         chunked = False
         length = response.length
         if status in _NO_BODY_STATUS:
@@ -446,12 +441,10 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closed:
             return
-        response.headers["Connection"] = "close"
-        request_line = f"HTTP/1.1 {response.status} {reason_for(response.status)}"
-        fields = [request_line, *(f"{n}: {v}" for n, v in response.headers.items())]
         body = cast(bytes, response.body)
-        fields += [f"Date: {_DATE.value()}", f"Content-Length: {len(body)}", "\r\n"]
-        transport.write("\r\n".join(fields).encode("latin-1") + body)
+        framing = [f"Content-Length: {len(body)}", "Connection: close", "\r\n"]
+        lines = [*_head_lines(response), *framing]
+        transport.write("\r\n".join(lines).encode("latin-1") + body)
         self._close()
 
     def _arm_timer(self, delay: float) -> None:
@@ -507,6 +500,17 @@ _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 @functools.lru_cache(maxsize=128)  # a few (status, reason) pairs recur on every answer
 def _status_line(status: int, reason: str) -> str:
     return f"HTTP/1.1 {status} {reason or reason_for(status)}"
+
+
+def _head_lines(response: Response) -> list[str]:
+    """The status line, the response's own fields and a Date; framing is the caller's."""
+    headers = response.headers
+    lines = [_status_line(response.status, response.reason)]
+    if headers:
+        lines.append(_fields(headers))
+    if "Date" not in headers:
+        lines.append(f"Date: {_DATE.value()}")
+    return lines
 
 
 def _fields(headers: CIMultiDict[str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import socket
@@ -198,26 +199,13 @@ class ProxyClient:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.session.request(method, self.make_url(path), **kwargs)
 
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> Any:
-        return self.request("POST", path, **kwargs)
-
-    def put(self, path: str, **kwargs: Any) -> Any:
-        return self.request("PUT", path, **kwargs)
-
-    def patch(self, path: str, **kwargs: Any) -> Any:
-        return self.request("PATCH", path, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> Any:
-        return self.request("DELETE", path, **kwargs)
-
-    def head(self, path: str, **kwargs: Any) -> Any:
-        return self.request("HEAD", path, **kwargs)
-
-    def options(self, path: str, **kwargs: Any) -> Any:
-        return self.request("OPTIONS", path, **kwargs)
+    get = functools.partialmethod(request, "GET")
+    post = functools.partialmethod(request, "POST")
+    put = functools.partialmethod(request, "PUT")
+    patch = functools.partialmethod(request, "PATCH")
+    delete = functools.partialmethod(request, "DELETE")
+    head = functools.partialmethod(request, "HEAD")
+    options = functools.partialmethod(request, "OPTIONS")
 
     async def close(self) -> None:
         await self.session.close()
