@@ -85,7 +85,7 @@ class ProxyApp:
         self.tokens = manager
         self.forwarder = _forwarder(config, self._pool, manager, self.metrics)
         await manager.load()
-        await pool.warm(self._pool, config.tower.api_url)
+        await pool.warm(self._pool)
         self._proactive = asyncio.create_task(manager.run_proactive(self._proactive_tick))
 
     async def close(self) -> None:

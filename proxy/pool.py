@@ -49,7 +49,9 @@ def open_pool(config: Config, context: ssl.SSLContext) -> UpstreamPool:
     )
 
 
-async def warm(upstream_pool: UpstreamPool, api_url: str) -> None:
-    """Open one idle connection to api_url's origin; never raises."""
+async def warm(upstream_pool: UpstreamPool) -> None:
+    """Open one idle connection to api_url's origin, unless tunnelled; never raises."""
+    if upstream_pool.tunnelled:
+        return
     if not await upstream_pool.warm(WARM_TIMEOUT):
-        log.info("upstream_warm_up_failed", origin=str(Origin.from_url(api_url).host_header))
+        log.info("upstream_warm_up_failed", origin=upstream_pool.name)

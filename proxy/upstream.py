@@ -614,6 +614,11 @@ class UpstreamPool:
     def idle_count(self) -> int:
         return len(self._idle)
 
+    @property
+    def tunnelled(self) -> bool:
+        """Connections go through an egress proxy's CONNECT tunnel."""
+        return self._tunnel is not None
+
     async def request(
         self,
         method: str,

@@ -6,6 +6,7 @@ import dataclasses
 
 from proxy.egress import egress_for
 
+from ..conftest import LOG_DIR
 from .conftest import tls_config, tls_login
 
 PROXY_PASSWORD = "egress-pass-7f3k2"
@@ -112,3 +113,18 @@ def test_proxy_credentials_leave_the_url():
     )
     assert str(egress.proxy) == "http://p:3128" and egress.describe() == "via http://p:3128"
     assert egress.proxy_headers == {"Proxy-Authorization": "Basic dTpwYTU1d29yZA=="}
+
+
+async def test_no_warm_up_through_an_egress_proxy(
+    monkeypatch, connect_proxy, tls_sandbox, make_proxy, tmp_path
+):
+    """Start-up opens no tunnel and logs no failed warm-up: tunnels open on real need."""
+    _proxy_env(monkeypatch, connect_proxy)
+    config = tls_config(tls_sandbox, tmp_path)
+    await tls_login(config, tls_sandbox)
+    connect_proxy.connects.clear()
+    log = LOG_DIR / "in-process.log"
+    logged_before = log.read_text().count("upstream_warm_up_failed")
+    await make_proxy(config)
+    assert connect_proxy.connects == []
+    assert log.read_text().count("upstream_warm_up_failed") == logged_before
