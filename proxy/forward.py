@@ -153,10 +153,11 @@ class Forwarder:
         body: ReplayableBody,
         exchange: Exchange,
     ) -> UpstreamResponse:
-        token = await self.tokens.token()
-        upstream = await self._send(method, target, headers, body, token, exchange)
+        bearer = _Bearer(self.tokens, await self.tokens.token(), headers)
+        upstream = await self._send(method, target, body, bearer, exchange)
+        token = bearer.token
+        exchange.generation = token.generation
         if not _token_rejected(upstream):
-            exchange.generation = token.generation
             return upstream
         upstream.release()
         held = self.tokens.current  # newer already when another request refreshed meanwhile
@@ -164,24 +165,29 @@ class Forwarder:
         picked_up = held is not None and held.generation > token.generation
         exchange.refreshed = not picked_up and self.tokens.refreshed_here(newer)
         exchange.replayed = True
-        exchange.generation = newer.generation
-        return await self._send(method, target, headers, body, newer, exchange)
+        replay = _Bearer(self.tokens, newer, headers)
+        upstream = await self._send(method, target, body, replay, exchange)
+        exchange.generation = replay.token.generation
+        return upstream
 
     async def _send(
         self,
         method: str,
         target: str,
-        headers: list[tuple[str, str]],
         body: ReplayableBody,
-        token: TokenSet,
+        bearer: _Bearer,
         exchange: Exchange,
     ) -> UpstreamResponse:
-        outgoing = [*headers, ("Authorization", f"Bearer {token.access_token}")]
         length = body.size if body.size or method in _WITH_BODY else None
         started = time.perf_counter()
         try:
             response = await self.pool.request(
-                method, target, outgoing, body.payload(), content_length=length
+                method,
+                target,
+                bearer.headers(),
+                body.payload(),
+                content_length=length,
+                after_wait=bearer.recheck,
             )
         except ConnectionLost as exc:
             # A kept-alive connection died before the response began: typically
@@ -195,7 +201,13 @@ class Forwarder:
                 reason=type(exc).__name__,
             )
             response = await self.pool.request(
-                method, target, outgoing, body.payload(), content_length=length, fresh=True
+                method,
+                target,
+                bearer.headers(),
+                body.payload(),
+                content_length=length,
+                fresh=True,
+                after_wait=bearer.recheck,
             )
         self.metrics.upstream_latency.observe(time.perf_counter() - started)
         return response
@@ -260,6 +272,33 @@ async def _relay_chunks(upstream: UpstreamResponse, head: bytes) -> AsyncIterato
         # The status line is gone already: the server cuts the connection so the
         # client sees a truncated body, not a complete-looking one.
         raise StreamAborted(type(exc).__name__) from None
+
+
+class _Bearer:
+    """One upstream request's headers with its token, which is checked again
+    if the request had to wait for a connection.
+
+    If Tower refused the token meanwhile (a refresh storm) or a newer one
+    arrived, the request goes out with the token current then — waiting for
+    the refresh under way — instead of with one already known to fail.
+    """
+
+    __slots__ = ("_headers", "_tokens", "token")
+
+    def __init__(
+        self, tokens: TokenManager, token: TokenSet, headers: list[tuple[str, str]]
+    ) -> None:
+        self._tokens = tokens
+        self._headers = headers
+        self.token = token  # the one the request last went out with
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [*self._headers, ("Authorization", f"Bearer {self.token.access_token}")]
+
+    async def recheck(self) -> list[tuple[str, str]]:
+        if not self._tokens.still_current(self.token):
+            self.token = await self._tokens.token()
+        return self.headers()
 
 
 def _token_rejected(upstream: UpstreamResponse) -> bool:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from ssl import SSLContext, create_default_context
@@ -628,8 +628,14 @@ class UpstreamPool:
         *,
         content_length: int | None = None,
         fresh: bool = False,
+        after_wait: Callable[[], Awaitable[Sequence[tuple[str, str]]]] | None = None,
     ) -> UpstreamResponse:
-        """Send one request; return once the response head has arrived."""
+        """Send one request; return once the response head has arrived.
+
+        `after_wait`: when no idle connection was at hand, called once one is,
+        for the headers to send instead — a credential may have been refused
+        while the request waited its turn.
+        """
         if self._closed:
             raise UpstreamError(f"the pool for {self.name} is closed")
         data = b""
@@ -647,6 +653,13 @@ class UpstreamPool:
         conn = None if fresh else self._pop_idle()
         if conn is None:
             conn = await self._connect_new() if fresh else await self._acquire()
+            if after_wait is not None:
+                try:
+                    again = await after_wait()
+                    head = _encode_head(method, target, self._host, again, content_length, chunked)
+                except BaseException:
+                    self._put(conn, False)  # nothing was sent on it
+                    raise
         response = UpstreamResponse(conn, method == "HEAD", fresh)
         conn.response = response
         try:

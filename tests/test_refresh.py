@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import time
@@ -34,6 +35,21 @@ async def test_concurrent_requests_after_revocation_cause_exactly_one_refresh(pr
     responses = await asyncio.gather(*(proxy.get("/api/v1/user") for _ in range(200)))
     assert [r.status for r in responses] == [200] * 200
     assert await sandbox.refreshes() == 1
+
+
+async def test_requests_queued_for_a_connection_wait_for_the_refresh(
+    make_proxy, config, sandbox, logged_in
+):
+    """Two connections, 20 requests on a revoked token: only the two sent at once
+    carry the refused token; the 18 that waited for a connection go out with the new one."""
+    config = dataclasses.replace(config, tower=dataclasses.replace(config.tower, max_connections=2))
+    proxy = await make_proxy(config)
+    await sandbox.revoke()
+    responses = await asyncio.gather(*(proxy.get("/api/v1/user") for _ in range(20)))
+    assert [r.status for r in responses] == [200] * 20
+    assert await sandbox.refreshes() == 1
+    statuses = [r["status"] for r in await sandbox.requests() if r["raw_path"] == "/api/v1/user"]
+    assert sorted(statuses) == [200] * 20 + [401] * 2
 
 
 async def test_request_always_401_reaches_upstream_exactly_twice(proxy, sandbox):

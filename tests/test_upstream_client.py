@@ -9,6 +9,7 @@ egress proxy.  Every test runs on the default event loop and on uvloop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 import time
@@ -1206,6 +1207,41 @@ async def test_waiting_for_a_connection_is_bounded_by_the_connect_timeout(
     tower.gate.set()
     _, body = await first
     assert body == JSON
+
+
+async def test_a_request_that_waited_for_a_connection_sends_the_after_wait_headers(
+    tower: Tower, pools: Any
+) -> None:
+    """after_wait is asked only when no idle connection was at hand; its headers replace
+    the first ones. Raising there returns the connection unused, for the next request."""
+    pool = pools(tower.origin, max_connections=1)
+    calls: list[str] = []
+
+    async def again(value: str) -> list[tuple[str, str]]:
+        calls.append(value)
+        if value == "fail":
+            raise RuntimeError("no credential")
+        return [("X-Credential", value)]
+
+    def sent(header: str) -> Any:
+        return functools.partial(again, header)
+
+    _, body = await fetch(pool, headers=[("X-Credential", "first")], after_wait=sent("new"))
+    assert body == JSON  # no idle connection yet: it waited for a new one
+    await fetch(pool, headers=[("X-Credential", "idle")], after_wait=sent("unused"))
+    big = await pool.request("GET", "/big", ())
+    waiting = asyncio.create_task(fetch(pool, after_wait=sent("fail")))
+    await asyncio.sleep(0)  # queued behind the busy connection
+    big.release()  # abandoned mid-body: closed, so the waiting request connects anew
+    with pytest.raises(RuntimeError, match="no credential"):
+        await waiting
+    _, body = await fetch(pool, headers=[("X-Credential", "last")], after_wait=sent("unused"))
+    assert body == JSON
+    assert calls == ["new", "fail"]
+    assert [h.get("X-Credential") for h in tower.headers] == ["new", "idle", None, "last"]
+    # Two connections: the one /big left behind, then the one the failed request
+    # opened and returned unused, which (idle, hence no after_wait) sent the last one.
+    assert tower.connections == 2 and tower.peers[3] != tower.peers[0]
 
 
 async def test_a_closed_connection_frees_its_place_for_a_waiting_request(

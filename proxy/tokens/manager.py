@@ -97,6 +97,10 @@ class TokenManager:
     def loaded(self) -> bool:
         return self._loaded
 
+    def still_current(self, token: TokenSet) -> bool:
+        """`token` is the one held and Tower has not refused it: send with it as it is."""
+        return token is self._current and token.generation != self._rejected_generation
+
     def refreshed_here(self, token: TokenSet) -> bool:
         """Whether `token` came from a refresh this process made (not from the store)."""
         return token.generation == self._refreshed_generation
