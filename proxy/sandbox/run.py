@@ -49,7 +49,9 @@ async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        # aiohttp's default backlog of 128 drops the SYNs of a burst of new
+        # connections into a one-second retry; Tower's own front end does not.
+        await web.TCPSite(runner, host, port, backlog=1024).start()
     except BaseException:
         await runner.cleanup()
         raise
