@@ -205,6 +205,8 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        transport = self._transport
+        assert transport is not None  # parsing: data came in on it
         headers = CIMultiDictProxy(CIMultiDict(self._fields))
         version = parser.get_http_version()
         hosts = len(headers.getall("Host", ()))
@@ -216,7 +218,7 @@ class Connection(asyncio.Protocol):
             self._url.decode("latin-1"),
             version,
             headers,
-            cast(asyncio.Transport, self._transport),
+            transport,
             self.respond,
             keep_alive=parser.should_keep_alive(),
             largest_field=self._largest,
@@ -318,7 +320,8 @@ class Connection(asyncio.Protocol):
         body = response.body
         no_body = request.method == "HEAD" or response.status in _NO_BODY_STATUS
         head, chunked = self._head(request, response, no_body=no_body)
-        transport = cast(asyncio.Transport, self._transport)
+        transport = self._transport
+        assert transport is not None  # answering: the connection was made
         if isinstance(body, bytes):
             transport.write(head + body if body and not no_body else head)
             response.sent = 0 if no_body else len(body)
