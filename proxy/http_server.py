@@ -39,7 +39,7 @@ import httptools
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .limits import ServerLimits
+from .limits import ConnectionGate, ServerLimits
 from .messages import ClientGone, Request, RequestBody, Response, reason_for
 from .responses import error_response
 
@@ -76,14 +76,21 @@ _DATE = _DateCache()
 class HttpServer:
     """Creates connection protocols for one listener and drains them at the end."""
 
-    def __init__(self, handler: Handler, limits: ServerLimits) -> None:
+    def __init__(
+        self, handler: Handler, limits: ServerLimits, gate: ConnectionGate | None = None
+    ) -> None:
         self.handler = handler
         self.limits = limits
+        self.gate = gate
         self.connections: set[Connection] = set()
         self.closing = False
         self._all_closed: asyncio.Event | None = None
 
-    def __call__(self) -> Connection:
+    def __call__(self) -> asyncio.Protocol:
+        if self.gate is not None:
+            refusal = self.gate.admit()
+            if refusal is not None:
+                return refusal
         return Connection(self)
 
     def opened(self, connection: Connection) -> None:
@@ -91,6 +98,8 @@ class HttpServer:
 
     def closed(self, connection: Connection) -> None:
         self.connections.discard(connection)
+        if self.gate is not None:
+            self.gate.release()
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
 

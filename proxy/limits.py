@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -77,51 +77,29 @@ _REFUSAL = _refusal_bytes()
 
 
 class ConnectionGate:
-    """Counts live connections and hands out refusals beyond the limit."""
+    """Counts live connections; beyond the limit, a connection gets a refusal instead.
+
+    The HTTP server asks `admit()` for each new connection and calls
+    `release()` when an admitted one ends.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.active = 0
         self.refused = 0
 
-    def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-        def make() -> asyncio.Protocol:
-            if self.active >= self.limit:
-                self.refused += 1
-                if self.refused % 100 == 1:  # a flood must not flood the log too
-                    log.warning("too_many_connections", limit=self.limit, refused=self.refused)
-                return _Refusal()
-            self.active += 1
-            return _Counted(inner(), self)
+    def admit(self) -> asyncio.Protocol | None:
+        """None: counted, serve it; else the protocol that answers 503 and closes."""
+        if self.active >= self.limit:
+            self.refused += 1
+            if self.refused % 100 == 1:  # a flood must not flood the log too
+                log.warning("too_many_connections", limit=self.limit, refused=self.refused)
+            return _Refusal()
+        self.active += 1
+        return None
 
-        return make
-
-
-class _Counted(asyncio.Protocol):
-    """The real handler, with the gate told when its connection ends."""
-
-    def __init__(self, inner: asyncio.Protocol, gate: ConnectionGate) -> None:
-        self._inner = inner
-        self._gate = gate
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._gate.active -= 1
-        self._inner.connection_lost(exc)
+    def release(self) -> None:
+        self.active -= 1
 
 
 class _Refusal(asyncio.Protocol):

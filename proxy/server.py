@@ -63,24 +63,21 @@ async def listen(
     max_connections: int = 0,
     socket_mode: int = 0o600,
 ) -> Listener:
-    http = HttpServer(handler, limits)
-    factory: Callable[[], asyncio.Protocol] = http
-    if max_connections > 0:
-        factory = ConnectionGate(max_connections).factory(http)
+    http = HttpServer(handler, limits, ConnectionGate(max_connections) if max_connections else None)
     loop = asyncio.get_running_loop()
     if isinstance(address, UnixAddress):
         _clear_stale_socket(address.path, key)
         # The socket is born with its final mode: no window where others may connect.
         old_umask = os.umask(0o777 & ~socket_mode)
         try:
-            server = await loop.create_unix_server(factory, address.path, backlog=1024)
+            server = await loop.create_unix_server(http, address.path, backlog=1024)
         finally:
             os.umask(old_umask)
         return Listener(server, http)
     # reuse_port: one of `server.workers` processes sharing the port (proxy/workers.py).
     try:
         server = await loop.create_server(
-            factory, address.host, address.port, backlog=1024, reuse_port=reuse_port or None
+            http, address.host, address.port, backlog=1024, reuse_port=reuse_port or None
         )
     except OSError as exc:
         raise ConfigError(
