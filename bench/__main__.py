@@ -151,10 +151,11 @@ def _measure(
     start_nginx(
         stack, "nginx-upstream", upstream_servers(up_port, tls_port, files, cert, key), up_port
     )
-    start_nginx(stack, "nginx-proxy", proxy_servers(ngx_port, up_port), ngx_port)
+    nginx_proxy = start_nginx(stack, "nginx-proxy", proxy_servers(ngx_port, up_port), ngx_port)
     upstream = f"http://127.0.0.1:{up_port}"
     targets = {"direct": upstream, "nginx-proxy": f"http://127.0.0.1:{ngx_port}"}
-    pids: dict[str, int] = {}
+    pids: dict[str, int] = {}  # one process each: RSS is read from it
+    proxies = {"nginx-proxy": nginx_proxy.pid}  # the process trees whose CPU is counted
     token_path = stack.work / "main" / "token.json"
     write_token_file(token_path)
     legs = [
@@ -178,17 +179,19 @@ def _measure(
         )
         proc, _ = start_tower_proxy(stack, name, config, port)
         targets[name] = f"http://127.0.0.1:{port}"
+        proxies[name] = proc.pid
         if not workers:
             pids[name] = proc.pid
     plain = start_plain_proxy(stack, free_port(), upstream)
     targets["plain-aiohttp"] = f"http://127.0.0.1:{plain.port}"
-    pids["plain-aiohttp"] = plain.pid
+    pids["plain-aiohttp"] = proxies["plain-aiohttp"] = plain.pid
     if not args.no_mitm and not args.tiny and mitm_available():
         mitm = start_mitmproxy(stack, free_port(), upstream)
         targets["mitmproxy"] = f"http://127.0.0.1:{mitm.port}"
+        proxies["mitmproxy"] = mitm.pid
     out: dict[str, object] = {"targets": list(targets)}
     steps = [
-        ("1", "throughput", lambda: scenarios.throughput(targets, settings)),
+        ("1", "throughput", lambda: scenarios.throughput(targets, proxies, settings)),
         ("2", "latency", lambda: scenarios.latency(targets, settings)),
         ("3", "streaming", lambda: scenarios.streaming(_streamers(targets), pids, settings)),
         ("4", "distant", lambda: scenarios.distant(stack, tls_port, cert, settings)),

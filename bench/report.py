@@ -52,6 +52,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         if "mitmproxy" in tp:
             mitm = tp["tower-proxy"]["median_rps"] / tp["mitmproxy"]["median_rps"]
             rows.append(("throughput ≥ 20× mitmproxy", f"{mitm:.1f}×", _check(mitm >= 20)))
+        rows += _cpu_rows(tp)
     lat = results.get("latency")
     if lat:
         p50, p99 = lat["tower-proxy"]["added_p50_ms"], lat["tower-proxy"]["added_p99_ms"]
@@ -105,6 +106,23 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _cpu_rows(tp: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Others' CPU per request over tower-proxy's: how far ahead it would be with a core each."""
+    own = tp["tower-proxy"].get("cpu_us_per_request")
+    rows: list[tuple[str, str, str]] = []
+    for name, entry in tp.items():
+        other = entry.get("cpu_us_per_request")
+        if not own or not other or name in ("tower-proxy", "tower-proxy-nolog"):
+            continue
+        label = (
+            f"{name}: CPU per request vs 1 process"
+            if name.startswith("tower-proxy-")
+            else f"CPU per request: {name}'s ÷ tower-proxy's"
+        )
+        rows.append((label, f"{other / own:.2f}×", "(information)"))
+    return rows
+
+
 def _comparison_rows(results: dict[str, Any]) -> list[list[str]]:
     tp, lat, st = (
         results.get("throughput", {}),
@@ -119,6 +137,7 @@ def _comparison_rows(results: dict[str, Any]) -> list[list[str]]:
                 name,
                 _fmt(t.get("median_rps"), 0),
                 _fmt(t.get("ratio"), 3),
+                _fmt(t.get("cpu_us_per_request"), 1),
                 _fmt(la.get("added_p50_ms"), 3) if name != "direct" else "0",
                 _fmt(la.get("added_p99_ms"), 3) if name != "direct" else "0",
                 _fmt(s.get("median_mb_per_s"), 0),
@@ -133,6 +152,7 @@ _HEAD = [
     "target",
     "req/s (32 conn)",
     "× nginx-proxy",
+    "proxy CPU µs/req",
     "added p50 ms",
     "added p99 ms",
     "download MB/s",
@@ -229,6 +249,10 @@ median over rounds — not the absolute numbers.
   {settings.get("seconds")} s per run, {settings.get("rounds")} interleaved rounds (the order
   rotates each round); curl for downloads and one-shot calls; {settings.get("storm_requests")} concurrent aiohttp requests
   for the refresh storm (sandbox: `python -m proxy.sandbox --test-routes`).
+- "proxy CPU µs/req": user + system CPU of the proxy's whole process tree (nginx's and
+  tower-proxy's workers included) during each throughput run, over the requests wrk completed;
+  median over rounds.  The load generator and the upstream share the cores, so req/s depends on
+  how the scheduler splits them; CPU per request much less so.
 
 ## Results
 

@@ -25,6 +25,7 @@ from .stack import (
     PYTHON,
     ROOT,
     Stack,
+    cpu_seconds,
     free_port,
     rss_kib,
     start_relay,
@@ -58,17 +59,31 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def throughput(targets: dict[str, str], settings: Settings) -> dict[str, object]:
-    """(1) requests/s at 32 connections; ratio to nginx-as-proxy within each round."""
+def throughput(
+    targets: dict[str, str], proxies: dict[str, int], settings: Settings
+) -> dict[str, object]:
+    """(1) requests/s at 32 connections; ratio to nginx-as-proxy within each round.
+
+    Also the CPU each proxy (its whole process tree) spent per request: on a
+    machine whose cores the load generator and the upstream share, that is
+    the figure that does not depend on how the scheduler split them.
+    """
     runs: dict[str, list[load.WrkResult]] = {name: [] for name in targets}
+    cpu_us: dict[str, list[float]] = {name: [] for name in proxies}
     for index in range(settings.rounds):
         for name in _rotated(list(targets), index):
             url = targets[name] + API_PATH
-            runs[name].append(load.wrk(url, connections=32, threads=2, seconds=settings.seconds))
+            before = cpu_seconds(proxies[name]) if name in proxies else 0.0
+            result = load.wrk(url, connections=32, threads=2, seconds=settings.seconds)
+            runs[name].append(result)
+            if name in proxies:
+                spent = cpu_seconds(proxies[name]) - before
+                cpu_us[name].append(spent / max(1, result.requests) * 1e6)
     return {
         name: {
             "rps": [r.requests_per_s for r in results],
             "median_rps": _median([r.requests_per_s for r in results]),
+            "cpu_us_per_request": _median(cpu_us[name]) if cpu_us.get(name) else None,
             "ratio": _median(
                 [
                     r.requests_per_s / ref.requests_per_s

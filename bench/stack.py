@@ -47,6 +47,25 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants so far (workers included)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+        pending += [int(child) for child in children]
+    return total / _TICK
+
+
 @dataclass
 class Proc:
     name: str

@@ -43,6 +43,8 @@ def test_bench_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
     for scenario in ("throughput", "latency", "streaming", "distant", "storm", "footprint"):
         assert scenario in results, scenario
     assert results["throughput"]["tower-proxy"]["bad"] == 0
+    for proxy in ("nginx-proxy", "tower-proxy", "plain-aiohttp"):  # their CPU was counted
+        assert results["throughput"][proxy]["cpu_us_per_request"] > 0, proxy
     assert results["latency"]["tower-proxy"]["bad"] == 0
     assert results["storm"]["failed"] == 0
     assert results["storm"]["refreshes"] == 1
