@@ -66,7 +66,6 @@ class Exchange:
     refreshed: bool = False
     replayed: bool = False
     error: str | None = None
-    generation: int | None = None
 
     @classmethod
     def begin(cls, request: Request) -> Exchange:
@@ -156,7 +155,6 @@ class Forwarder:
         bearer = _Bearer(self.tokens, await self.tokens.token(), headers)
         upstream = await self._send(method, target, body, bearer, exchange)
         token = bearer.token
-        exchange.generation = token.generation
         if not _token_rejected(upstream):
             return upstream
         upstream.release()
@@ -166,9 +164,7 @@ class Forwarder:
         exchange.refreshed = not picked_up and self.tokens.refreshed_here(newer)
         exchange.replayed = True
         replay = _Bearer(self.tokens, newer, headers)
-        upstream = await self._send(method, target, body, replay, exchange)
-        exchange.generation = replay.token.generation
-        return upstream
+        return await self._send(method, target, body, replay, exchange)
 
     async def _send(
         self,
