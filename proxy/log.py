@@ -67,6 +67,10 @@ _SHORTEST = 6
 # Up to this many secrets a rendered line is searched for each of them; past
 # it, value by value is cheaper (a short value skips every longer secret).
 _LINE_CHECK_MAX = 8
+# Log lines reach the OS this long after they are written, at the latest (in
+# a running loop; at once without one).  Exit flushes the rest (`flush()`
+# before an os._exit); a SIGKILL loses at most this much.
+FLUSH_DELAY = 0.02
 
 
 class SecretRegistry:
@@ -326,38 +330,39 @@ class _Output:
 
     write: Callable[[str], None]
     level: int
+    flush: Callable[[], None]
 
 
-def _line_writer(stream: TextIO) -> Callable[[str], None]:
-    """Write one line; hand it to the OS before the event loop next waits.
+def _line_writer(stream: TextIO, delay: float = FLUSH_DELAY) -> Callable[[str], None]:
+    """Write one line; hand it to the OS within `delay` seconds.
 
-    Under load many requests end in one turn of the loop: their lines go out
-    in one write(2) instead of one each (a tenth of a small request's CPU on
-    a log file).  Without a running loop (the CLI) each line is flushed at once.
+    Under load the lines of many requests go out in one write(2) instead of
+    one each: a flush per loop turn was still a tenth of a small request's
+    CPU under wrk when the turns are short.  Without a running loop (the
+    CLI) each line is flushed at once.
     """
     write, flush = stream.write, stream.flush
-    scheduled = False
+    pending_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on
 
     def flush_now() -> None:
-        nonlocal scheduled
-        scheduled = False
+        nonlocal pending_on
+        pending_on = None
         flush()
 
     def write_line(line: str) -> None:
         write(line + "\n")
 
     def write_and_flush(line: str) -> None:
-        nonlocal scheduled
+        nonlocal pending_on
         write(line + "\n")
-        if scheduled:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             flush()
             return
-        scheduled = True
-        loop.call_soon(flush_now)
+        if pending_on is not loop:  # none due, or due on a loop that has ended since
+            pending_on = loop
+            loop.call_later(delay, flush_now)
 
     # A line-buffered stream (stderr, a terminal) flushes at the newline itself.
     unlocked = write_line if getattr(stream, "line_buffering", False) else write_and_flush
@@ -374,7 +379,7 @@ def _line_writer(stream: TextIO) -> Callable[[str], None]:
     return locked
 
 
-_OUTPUT = _Output(write=_line_writer(sys.stderr), level=logging.INFO)
+_OUTPUT = _Output(write=_line_writer(sys.stderr), level=logging.INFO, flush=sys.stderr.flush)
 _PROCESSORS: list[Any] = []  # the one list for good: cached loggers hold it
 
 
@@ -454,8 +459,8 @@ def _block_buffered(stream: TextIO) -> TextIO:
     """stderr off a terminal as a block-buffered stream over the same descriptor.
 
     Python makes stderr line-buffered: one write(2) per log line.  Our lines
-    are flushed once per turn of the event loop instead (`_line_writer`), and
-    at exit; only a SIGKILL or `os._exit` (a second signal) can lose the last turn's.
+    are flushed within FLUSH_DELAY instead (`_line_writer`), and at exit; only
+    a SIGKILL can lose the last FLUSH_DELAY's.
     """
     if stream is not sys.stderr or stream.isatty():
         return stream
@@ -472,6 +477,11 @@ def _block_buffered(stream: TextIO) -> TextIO:
     return _BUFFERED[fd]
 
 
+def flush() -> None:
+    """Hand the lines written so far to the OS now: before `os._exit`, which skips atexit."""
+    _OUTPUT.flush()
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging (aiohttp's) through one pipeline."""
     global _OUTPUT
@@ -484,7 +494,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     # Our own events go straight to the stream: the stdlib round trip (LogRecord,
     # handler, formatter, a second redact) was half the cost of a canonical log
     # line (bench/profile.py).  aiohttp's stdlib records still take that path.
-    _OUTPUT = _Output(write=_line_writer(stream), level=numeric)
+    _OUTPUT = _Output(write=_line_writer(stream), level=numeric, flush=stream.flush)
     _PROCESSORS[:] = _our_processors(renderer)
     structlog.configure(
         processors=_PROCESSORS,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from . import log as proxy_log
 from .admin import Lifecycle
 from .app import ProxyApp
 from .config import TcpAddress, UnixAddress
@@ -168,6 +169,7 @@ async def _wait_for_stop(lifecycle: Lifecycle) -> None:
     def on_signal(signum: int) -> None:
         if not lifecycle.request_stop():  # a stop (signal or quit) is already under way
             log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            proxy_log.flush()
             os._exit(128 + signum)
         log.info("signal_received", signal=signal.Signals(signum).name)
 

@@ -22,6 +22,7 @@ import signal
 import socket
 from collections.abc import Callable
 
+from . import log
 from .config import TcpAddress
 
 ServeOne = Callable[[TcpAddress], int]
@@ -50,6 +51,7 @@ def run_workers(count: int, address: TcpAddress, serve_one: ServeOne) -> int:
                 try:
                     code = serve_one(resolved)
                 finally:
+                    log.flush()  # os._exit skips atexit, where the log is flushed
                     os._exit(code)
             children.append(pid)
         return _supervise(children)

@@ -87,6 +87,12 @@ async def test_two_workers_share_the_port_and_refresh_once(
     stored = await FileStore(config.token_path).load()
     assert stored is not None and stored.generation == 2
     # One worker refreshed; the other found the new set in the shared file.
+
+    async def both_logged() -> bool:  # log lines reach the file within log.FLUSH_DELAY
+        names = ("token_refreshed", "token_store_changed")
+        return all(_events(process.log_path, name) for name in names)
+
+    await wait_until(both_logged)
     assert len(_events(process.log_path, "token_refreshed")) == 1
     assert len(_events(process.log_path, "token_store_changed")) == 1
 

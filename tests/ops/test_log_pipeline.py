@@ -193,19 +193,43 @@ class _CountingStream(io.StringIO):
         super().flush()
 
 
-async def test_lines_of_one_loop_turn_are_flushed_together():
-    """Within a running loop, the lines of one turn reach the stream in one flush, and
-    before the next turn."""
+async def test_lines_of_several_loop_turns_share_one_flush():
+    """Within a running loop, lines wait for one flush `delay` after the first of them."""
     stream = _CountingStream()
-    write = proxy_log._line_writer(stream)
+    write = proxy_log._line_writer(stream, delay=3600)  # never due within this test
     for n in range(3):
         write(f"line {n}")
-    assert stream.flushes == 0  # not yet: the loop has not turned
-    await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert (stream.flushes, stream.getvalue()) == (0, "line 0\nline 1\nline 2\n")
+
+
+async def test_one_flush_for_the_lines_written_before_it_is_due():
+    """delay 0: due at the loop's next turn; the lines written meanwhile share it."""
+    stream = _CountingStream()
+    write = proxy_log._line_writer(stream, delay=0)
+    for n in range(3):
+        write(f"line {n}")
+    assert stream.flushes == 0
+    await asyncio.sleep(0.001)  # the loop turns and runs what is due: no timing asserted
     assert (stream.flushes, stream.getvalue()) == (1, "line 0\nline 1\nline 2\n")
     write("line 3")
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.001)
     assert stream.flushes == 2
+
+
+def test_a_flush_due_on_an_ended_loop_is_scheduled_again_on_the_next():
+    """A loop that ends before its flush is due must not leave later lines unflushed."""
+    stream = _CountingStream()
+    write = proxy_log._line_writer(stream, delay=0.5)
+
+    async def line_then_wait(text: str, wait: float) -> None:
+        write(text)
+        await asyncio.sleep(wait)
+
+    asyncio.run(line_then_wait("first", 0))  # ends long before its flush is due
+    assert stream.flushes == 0
+    asyncio.run(line_then_wait("second", 1.0))  # timers run in order: the flush first
+    assert (stream.flushes, stream.getvalue()) == (1, "first\nsecond\n")
 
 
 def test_without_a_loop_each_line_is_flushed_at_once():
