@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import io
 import json
 import logging
@@ -478,8 +479,12 @@ def _block_buffered(stream: TextIO) -> TextIO:
 
 
 def flush() -> None:
-    """Hand the lines written so far to the OS now: before `os._exit`, which skips atexit."""
-    _OUTPUT.flush()
+    """Hand the lines written so far to the OS now: before `os._exit`, which skips atexit.
+
+    Never raises: a log that cannot be written must not keep a process from exiting.
+    """
+    with contextlib.suppress(Exception):
+        _OUTPUT.flush()
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
