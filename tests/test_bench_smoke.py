@@ -48,3 +48,20 @@ def test_bench_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
     assert results["latency"]["tower-proxy"]["bad"] == 0
     assert results["storm"]["failed"] == 0
     assert results["storm"]["refreshes"] == 1
+
+
+@pytest.mark.slow
+def test_instruction_count_per_request() -> None:
+    """`python -m bench.instructions` counts a request's instructions under valgrind."""
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind not installed (scripts/setup.d/30-bench.sh)")
+    result = subprocess.run(
+        [PYTHON, "-m", "bench.instructions", "--few", "50", "--many", "250"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    counted = int(result.stdout.split()[0])
+    assert 10_000 < counted < 10_000_000  # a request's worth: neither nothing nor a start-up
