@@ -42,7 +42,6 @@ from .upstream import (
     UpstreamError,
     UpstreamPool,
     UpstreamResponse,
-    UpstreamTimeout,
 )
 
 log = structlog.get_logger("proxy.forward")
@@ -110,7 +109,7 @@ class Forwarder:
         except StoreError as exc:
             exchange.error = "token_unavailable"
             return error_response("token_unavailable", str(exc), retry_after=5)
-        except (TimeoutError, UpstreamTimeout):
+        except TimeoutError:  # UpstreamTimeout is one
             exchange.error = "upstream_timeout"
             return error_response("upstream_timeout", "Tower did not answer in time")
         except UpstreamError as exc:
@@ -176,35 +175,29 @@ class Forwarder:
     ) -> UpstreamResponse:
         length = body.size if body.size or method in _WITH_BODY else None
         started = time.perf_counter()
-        try:
-            response = await self.pool.request(
-                method,
-                target,
-                bearer.headers(),
-                body.payload(),
-                content_length=length,
-                after_wait=bearer.recheck,
-            )
-        except ConnectionLost as exc:
-            # A kept-alive connection died before the response began: typically
-            # one that Tower closed while idle.  Safe to send once more when the
-            # method is idempotent (RFC 9110 9.2.2), on a connection of its own.
-            if not exc.reused or method not in _IDEMPOTENT:
-                raise
-            log.info(
-                "upstream_connection_lost_retrying",
-                request_id=exchange.request_id,
-                reason=type(exc).__name__,
-            )
-            response = await self.pool.request(
-                method,
-                target,
-                bearer.headers(),
-                body.payload(),
-                content_length=length,
-                fresh=True,
-                after_wait=bearer.recheck,
-            )
+        for fresh in (False, True):
+            try:
+                response = await self.pool.request(
+                    method,
+                    target,
+                    bearer.headers(),
+                    body.payload(),
+                    content_length=length,
+                    fresh=fresh,
+                    after_wait=bearer.recheck,
+                )
+                break
+            except ConnectionLost as exc:
+                # A kept-alive connection died before the response began: typically
+                # one that Tower closed while idle.  Safe to send once more when the
+                # method is idempotent (RFC 9110 9.2.2), on a connection of its own.
+                if fresh or not exc.reused or method not in _IDEMPOTENT:
+                    raise
+                log.info(
+                    "upstream_connection_lost_retrying",
+                    request_id=exchange.request_id,
+                    reason=type(exc).__name__,
+                )
         self.metrics.upstream_latency.observe(time.perf_counter() - started)
         return response
 
@@ -264,7 +257,7 @@ async def _relay_chunks(upstream: UpstreamResponse, head: bytes) -> AsyncIterato
     try:
         async for chunk in upstream:
             yield chunk
-    except (BrokenResponse, UpstreamTimeout, TimeoutError) as exc:
+    except (BrokenResponse, TimeoutError) as exc:  # UpstreamTimeout is a TimeoutError
         # The status line is gone already: the server cuts the connection so the
         # client sees a truncated body, not a complete-looking one.
         raise StreamAborted(type(exc).__name__) from None

@@ -40,7 +40,7 @@ def open_pool(config: Config, context: ssl.SSLContext) -> UpstreamPool:
         tunnel = (Origin.from_url(str(egress.proxy)), dict(egress.proxy_headers or {}))
     return UpstreamPool(
         origin,
-        ssl=context if origin.scheme == "https" else None,
+        ssl=context,  # used for https only
         connect_timeout=config.server.connect_timeout,
         read_timeout=config.server.read_timeout,
         keepalive=KEEPALIVE,

@@ -6,10 +6,7 @@ CODE`, so a client can always tell the proxy's answer from Tower's.
 
 from __future__ import annotations
 
-import json
 import math
-
-from multidict import CIMultiDict
 
 from .messages import Response
 
@@ -35,14 +32,8 @@ STATUS = {
 
 
 def error_response(code: str, description: str, *, retry_after: float | None = None) -> Response:
-    headers: CIMultiDict[str] = CIMultiDict(
-        {
-            "Content-Type": "application/json; charset=utf-8",
-            "X-Tower-Proxy-Error": code,
-            "Cache-Control": "no-store",
-        }
-    )
+    headers = {"X-Tower-Proxy-Error": code, "Cache-Control": "no-store"}
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    body = json.dumps({"error": code, "error_description": description}).encode()
-    return Response(status=STATUS[code], headers=headers, body=body)
+    body = {"error": code, "error_description": description}
+    return Response.json(body, status=STATUS[code], headers=headers)
