@@ -289,6 +289,12 @@ async def always_ok(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.St
     return True
 
 
+async def silent(seen: Seen, reader: asyncio.StreamReader, writer: Any) -> bool:
+    """Never answers: reads until the client closes."""
+    await reader.read()
+    return False
+
+
 @pytest.fixture
 async def raw() -> AsyncIterator[Callable[[Script], Awaitable[RawServer]]]:
     servers: list[RawServer] = []
@@ -903,11 +909,6 @@ async def test_expired_idle_connection_is_closed_not_reused(raw: Any, pools: Any
 
 async def test_silent_server_is_a_read_timeout(raw: Any, pools: Any) -> None:
     """No head within read_timeout: UpstreamTimeout (a TimeoutError); the connection closes."""
-
-    async def silent(seen: Seen, reader: asyncio.StreamReader, writer: Any) -> bool:
-        await reader.read()
-        return False
-
     server = await raw(silent)
     pool = pools(server.origin, read_timeout=0.2)
     started = time.monotonic()
@@ -1027,11 +1028,6 @@ async def test_cancelling_mid_body_closes_the_connection(raw: Any, pools: Any) -
 
 async def test_cancelling_before_the_head_closes_the_connection(raw: Any, pools: Any) -> None:
     """A request cancelled while waiting for the head: closed, never pooled."""
-
-    async def silent(seen: Seen, reader: asyncio.StreamReader, writer: Any) -> bool:
-        await reader.read()
-        return False
-
     server = await raw(silent)
     pool = pools(server.origin)
     requesting = asyncio.ensure_future(pool.request("GET", "/json", []))
