@@ -64,10 +64,6 @@ class PathPolicy:
             read_only=read_only,
         )
 
-    def check(self, method: str, tail: str) -> None:
-        self.check_method(method)
-        self.check_path(tail)
-
     def check_method(self, method: str) -> None:
         if self.read_only and method not in _READ_METHODS:
             raise Refused("method_not_allowed", f"{method} is refused: this proxy is read-only")
@@ -116,10 +112,6 @@ class Upstream:
     ) -> Upstream:
         base = URL(api_url.rstrip("/"))
         return cls(base=base, prefix=prefix.rstrip("/") or "/", policy=policy or PathPolicy())
-
-    @property
-    def origin_text(self) -> str:
-        return str(self.base)
 
     def target_for(self, raw_target: str, *, method: str = "GET") -> str:
         """The origin-form target to send upstream for a raw request-target, or Refused."""
