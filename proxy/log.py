@@ -356,6 +356,8 @@ def _line_writer(stream: TextIO, delay: float = FLUSH_DELAY) -> Callable[[str], 
     def write_and_flush(line: str) -> None:
         nonlocal pending_on
         write(line + "\n")
+        if pending_on is not None and pending_on.is_running():
+            return  # a flush is due already; asking for the running loop is a getpid(2)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

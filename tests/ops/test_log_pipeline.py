@@ -203,6 +203,23 @@ async def test_lines_of_several_loop_turns_share_one_flush():
     assert (stream.flushes, stream.getvalue()) == (0, "line 0\nline 1\nline 2\n")
 
 
+async def test_a_line_written_while_a_flush_is_due_does_not_look_up_the_loop(monkeypatch):
+    """`asyncio.get_running_loop()` costs a getpid(2) on Python 3.11: once per flush, not per line."""
+    lookups = []
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        lookups.append(1)
+        return real()
+
+    stream = _CountingStream()
+    write = proxy_log._line_writer(stream, delay=3600)
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    for n in range(5):
+        write(f"line {n}")
+    assert (len(lookups), stream.flushes) == (1, 0)
+
+
 async def test_one_flush_for_the_lines_written_before_it_is_due():
     """delay 0: due at the loop's next turn; the lines written meanwhile share it."""
     stream = _CountingStream()
