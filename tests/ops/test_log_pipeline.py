@@ -204,7 +204,7 @@ async def test_lines_of_several_loop_turns_share_one_flush():
 
 
 async def test_a_line_written_while_a_flush_is_due_does_not_look_up_the_loop(monkeypatch):
-    """`asyncio.get_running_loop()` costs a getpid(2) on Python 3.11: once per flush, not per line."""
+    """On Python 3.11 `asyncio.get_running_loop()` is a getpid(2): once per flush, not per line."""
     lookups = []
     real = asyncio.get_running_loop
 
