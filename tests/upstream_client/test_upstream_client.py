@@ -3,7 +3,8 @@
 An aiohttp server stands for a well-behaved Tower (plain and TLS); a small
 scripted asyncio server misbehaves on purpose (close-delimited bodies,
 silence, drops, garbage); a small CONNECT proxy stands for the corporate
-egress proxy.  Every test runs on the default event loop and on uvloop.
+egress proxy.  Every async test runs on the default event loop and on uvloop
+(conftest.py).
 """
 
 from __future__ import annotations
@@ -39,22 +40,6 @@ from proxy.upstream import (
 JSON = b'{"data":{"type":"projects","id":"p1"}}'
 TOKEN = "sekrit-access-token-5f3a9c"  # must never show up in an exception message
 BIG = 64 * 1024 * 1024
-
-
-# Both loops for every test.  pytest-asyncio's successor to this override is a
-# `pytest_asyncio_loop_factories` hook, which only a conftest can hold.
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Overriding the "event_loop_policy" fixture is deprecated'
-    ":pytest.PytestDeprecationWarning"
-)
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    policy: asyncio.AbstractEventLoopPolicy = (
-        uvloop.EventLoopPolicy() if request.param == "uvloop" else asyncio.DefaultEventLoopPolicy()
-    )
-    return policy
 
 
 # --- a well-behaved Tower (aiohttp)
@@ -1254,3 +1239,15 @@ async def test_a_closed_connection_frees_its_place_for_a_waiting_request(
     _, body = await waiting
     assert body == JSON
     assert tower.connections == 2
+
+
+# --- the two loops
+
+
+async def test_each_test_here_runs_on_the_loop_named_in_its_id(
+    request: pytest.FixtureRequest,
+) -> None:
+    loop = asyncio.get_running_loop()
+    on_uvloop = isinstance(loop, uvloop.Loop)
+    assert request.node.callspec.id in ("asyncio", "uvloop")
+    assert on_uvloop == (request.node.callspec.id == "uvloop")
