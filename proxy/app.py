@@ -235,7 +235,7 @@ def _forwarder(
         ),
         pool=upstream_pool,
         tokens=tokens,
-        rewriter=LinkRewriter(config.tower.api_url),
+        rewriter=LinkRewriter(config.tower.api_url, proxy_prefix=server.prefix),
         rewrite_bodies=server.rewrite_links,
         max_body_size=server.max_body_size,
         metrics=metrics,

@@ -208,7 +208,7 @@ class Forwarder:
         headers = client_response_headers(upstream.headers)
         headers["X-Request-ID"] = exchange.request_id
         if "Location" in headers:
-            headers["Location"] = self.rewriter.location(headers["Location"], self._base(request))
+            headers["Location"] = self.rewriter.location(headers["Location"], request.host)
         length = upstream.content_length
         if request.method == "HEAD":
             return self._streamed(upstream, headers, b"")
@@ -229,14 +229,10 @@ class Forwarder:
         else:
             return self._streamed(upstream, headers, b"")
         if rewrite:
-            body, decoded = self.rewriter.body(body, encoding, self._base(request))
+            body, decoded = self.rewriter.body(body, encoding, request.host)
             if decoded:
                 headers.popall("Content-Encoding", None)
         return Response(upstream.status, headers, body, reason=upstream.reason)
-
-    def _base(self, request: Request) -> str:
-        """The proxy's own address for this API, as the client named it."""
-        return f"http://{request.host}{self.upstream.prefix.rstrip('/')}"
 
     def _streamed(
         self, upstream: UpstreamResponse, headers: CIMultiDict[str], head: bytes

@@ -9,6 +9,7 @@ untouched, still compressed, when it holds nothing to rewrite.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 MAX_REWRITE = 8 * 1024 * 1024
@@ -24,38 +25,49 @@ _DECODERS = {
 
 
 def is_rewritable(content_type: str, content_encoding: str, length: int | None) -> bool:
+    return (length is None or length <= MAX_REWRITE) and _json_kind(content_type, content_encoding)
+
+
+@functools.lru_cache(maxsize=64)  # a few (type, encoding) pairs recur on every answer
+def _json_kind(content_type: str, content_encoding: str) -> bool:
     return (
         content_type.split(";", 1)[0].strip().lower() in _JSON_TYPES
         and content_encoding.strip().lower() in _DECODERS
-        and (length is None or length <= MAX_REWRITE)
     )
 
 
 class LinkRewriter:
-    """Replaces `upstream_base` (e.g. https://tower.im/api/v1) by the proxy's base."""
+    """Replaces `upstream_base` (e.g. https://tower.im/api/v1) by the proxy's
+    own base: `http://` + the Host the client named + `proxy_prefix`."""
 
-    def __init__(self, upstream_base: str) -> None:
+    def __init__(self, upstream_base: str, proxy_prefix: str = "/") -> None:
         self._plain = upstream_base.rstrip("/").encode()
         self._escaped = self._plain.replace(b"/", b"\\/")
+        # In both spellings of every URL to rewrite (JSON escapes "/" only):
+        # a body without it has nothing to rewrite, found in one search.
+        self._authority = self._plain.split(b"/")[2]
+        self._prefix = proxy_prefix.rstrip("/")
 
-    def location(self, value: str, proxy_base: str) -> str:
+    def location(self, value: str, host: str) -> str:
         plain = self._plain.decode()
         if value == plain or value.startswith(plain + "/") or value.startswith(plain + "?"):
-            return proxy_base + value[len(plain) :]
+            return self._base(host) + value[len(plain) :]
         return value
 
-    def body(self, body: bytes, encoding: str, proxy_base: str) -> tuple[bytes, bool]:
+    def body(self, body: bytes, encoding: str, host: str) -> tuple[bytes, bool]:
         """(new body, decoded?) — decoded means Content-Encoding must be dropped."""
-        encoding = encoding.strip().lower()
-        wbits = _DECODERS.get(encoding, 0)
+        wbits = _DECODERS.get(encoding.strip().lower(), 0) if encoding else 0
         plain = _decoded(body, wbits) if wbits else body
-        if plain is None:
+        if plain is None or self._authority not in plain:
             return body, False
         if self._plain not in plain and self._escaped not in plain:
             return body, False
-        base = proxy_base.encode()
+        base = self._base(host).encode()
         plain = plain.replace(self._plain, base).replace(self._escaped, base.replace(b"/", b"\\/"))
         return plain, bool(wbits)
+
+    def _base(self, host: str) -> str:
+        return f"http://{host}{self._prefix}"
 
 
 def _decoded(body: bytes, wbits: int) -> bytes | None:
