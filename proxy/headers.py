@@ -44,6 +44,11 @@ _NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
 _NOT_RETURNED_PREFIX = "access-control-"
 
 
+# Names remembered per rule set: Tower's recur on every answer, a client's
+# too, but a client may send any; past this many, names are judged each time.
+_MAX_NAMES = 256
+
+
 @functools.lru_cache(maxsize=64)
 def _listed(value: str, base: frozenset[str]) -> frozenset[str]:
     """`base` plus the names one `Connection` value lists (cached: a few values recur)."""
@@ -57,19 +62,38 @@ def _dropped(headers: CIMultiDictProxy[str], base: frozenset[str]) -> frozenset[
     return drop
 
 
+@functools.lru_cache(maxsize=64)
+def _verdicts(drop: frozenset[str], prefix: str) -> dict[str, bool]:
+    """Whether a name, as spelled on the wire, passes one rule: filled as names are met."""
+    return {}
+
+
+def _kept(
+    headers: CIMultiDictProxy[str], base: frozenset[str], prefix: str = ""
+) -> list[tuple[str, str]]:
+    """The fields whose names are neither in `base` (or listed in `Connection`) nor start
+    with `prefix` (lower case; "" for none), in order."""
+    drop = _dropped(headers, base)
+    verdicts = _verdicts(drop, prefix)
+    kept = []
+    for item in headers.items():
+        name = item[0]
+        keep = verdicts.get(name)
+        if keep is None:
+            lower = name.lower()
+            keep = lower not in drop and not (prefix and lower.startswith(prefix))
+            if len(verdicts) < _MAX_NAMES:
+                verdicts[name] = keep
+        if keep:
+            kept.append(item)
+    return kept
+
+
 def upstream_request_headers(incoming: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
     """The client's headers as they may go to Tower (without any credential), in order."""
-    drop = _dropped(incoming, _NOT_FORWARDED)
-    return [(name, value) for name, value in incoming.items() if name.lower() not in drop]
+    return _kept(incoming, _NOT_FORWARDED)
 
 
 def client_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Tower's response headers as they may go back to the client."""
-    drop = _dropped(upstream, _NOT_RETURNED)
-    return CIMultiDict(
-        [
-            (name, value)
-            for name, value in upstream.items()
-            if (lower := name.lower()) not in drop and not lower.startswith(_NOT_RETURNED_PREFIX)
-        ]
-    )
+    return CIMultiDict(_kept(upstream, _NOT_RETURNED, _NOT_RETURNED_PREFIX))
