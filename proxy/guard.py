@@ -199,6 +199,7 @@ def peer_uid(transport: asyncio.BaseTransport | None) -> int | None:
 
 
 @functools.lru_cache(maxsize=256)  # a handful of Host values recur on every request
+@functools.lru_cache(maxsize=64)  # clients name the proxy the same way on every request
 def _host_name(host: str) -> str:
     match = _HOST.fullmatch(host.strip().lower())
     return match.group(1) if match else ""
