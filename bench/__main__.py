@@ -20,6 +20,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from . import hot_path, profile, report, scenarios
 from .load import wrk_path
 from .scenarios import Settings
 from .stack import (
+    DEV_VENV,
     ROOT,
     Stack,
     free_port,
@@ -71,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
     parser.add_argument("--note", default="", help="a sentence for the report (e.g. other load)")
+    parser.add_argument(
+        "--product",
+        type=Path,
+        default=DEV_VENV,
+        help="the venv whose tower-proxy is measured (default .venv; bench/run installs "
+        "the package in bench/.venv-product first and passes that)",
+    )
     return parser
 
 
@@ -105,9 +114,26 @@ def _machine() -> dict[str, str]:
         "cpu": cpu,
         "cores": str(len([x for x in Path("/proc/cpuinfo").read_text().split("\n\n") if x])),
         "kernel": platform.release(),
-        "python": platform.python_version(),
+        "python": f"{platform.python_version()} ({_python_build()})",
         **versions,
     }
+
+
+def _python_build() -> str:
+    """How the interpreter was compiled.  It matters: `bench.hot_path` took 1.23x
+    as long under pyenv's default build of 3.11.7 (no PGO, no LTO, a shared
+    libpython) as under Debian's 3.11.2 (PGO + LTO) on the same machine."""
+    flags = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
+    done = [name for flag, name in (("--enable-optimizations", "PGO"), ("--with-lto", "LTO"))
+            if flag in flags]  # fmt: skip
+    return " + ".join(done) + " build" if done else "built without PGO or LTO"
+
+
+def _product(venv: Path) -> str:
+    if venv.resolve() == DEV_VENV.resolve():
+        return "the development venv (.venv, editable install with the test tools)"
+    where = venv.relative_to(ROOT) if venv.is_relative_to(ROOT) else venv
+    return f"installed as a user gets it ({where}: a wheel, runtime dependencies only)"
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -122,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # The smoke test points --logs at the suite's log directory, where every
     # line is scanned for leaked secrets; hence flat `bench-*.log` files.
     logs.mkdir(parents=True, exist_ok=True)
-    stack = Stack(work=work, logs=logs)
+    stack = Stack(work=work, logs=logs, product=args.product.resolve())
     results: dict[str, object] = {"settings": _as_dict(settings), "note": args.note}
     load_before = os.getloadavg()[0]
     try:
@@ -131,7 +157,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         stack.close()
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    results["machine"] = {**_machine(), "load": f"{load_before:.2f} → {os.getloadavg()[0]:.2f}"}
+    results["machine"] = {
+        **_machine(),
+        "load": f"{load_before:.2f} → {os.getloadavg()[0]:.2f}",
+        "product": _product(args.product),
+    }
     return results
 
 

@@ -235,6 +235,7 @@ median over rounds — not the absolute numbers.
 
 - Machine: {machine.get("cpu", "?")}, {machine.get("cores", "?")} cores, Linux {machine.get("kernel", "?")},
   Python {machine.get("python", "?")}, {machine.get("nginx", "?")}, {machine.get("wrk", "?")};
+  tower-proxy {machine.get("product", "from the development venv")};
   1-minute load average {machine.get("load", "?")} (start → end of the run).
 {("- " + results["note"]) if results.get("note") else ""}
 - Upstream: nginx (Debian) returning a {len(SMALL_JSON)}-byte JSON document under `/api/v1/`, and a

@@ -22,7 +22,6 @@ import aiohttp
 
 from . import load
 from .stack import (
-    PYTHON,
     ROOT,
     Stack,
     cpu_seconds,
@@ -262,7 +261,7 @@ def storm(stack: Stack, settings: Settings) -> dict[str, object]:
     code = _control(base, "POST", "/_sandbox/authorize", {})
     assert isinstance(code, dict)
     subprocess.run(
-        [PYTHON, "-m", "proxy", "login", "--config", str(config), "--code", code["code"]],
+        [*stack.tower_proxy, "login", "--config", str(config), "--code", code["code"]],
         check=True,
         capture_output=True,
         cwd=ROOT,
@@ -320,12 +319,11 @@ def footprint(stack: Stack, upstream_port: int, settings: Settings) -> dict[str,
         time.sleep(1.0)  # idle, as after start-up; RSS is read once it has settled
         idle.append(rss_kib(proxy.pid) / 1024)
         stack.stop(proxy)
-    token_cli = str(ROOT / ".venv" / "bin" / "tower-proxy")
     token_times = []
     for _ in range(5):
         started = time.monotonic()
         subprocess.run(
-            [token_cli, "token", "--config", str(config)],
+            [*stack.tower_proxy, "token", "--config", str(config)],
             check=True,
             capture_output=True,
             cwd=ROOT,

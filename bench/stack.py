@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+DEV_VENV = ROOT / ".venv"
+PYTHON = str(DEV_VENV / "bin" / "python") if DEV_VENV.exists() else sys.executable
 TOWER_PROXY = [PYTHON, "-m", "proxy"]
 MITMDUMP = ROOT / "bench" / ".venv-mitm" / "bin" / "mitmdump"
 BENCH_TOKEN = "bench-access-token-not-a-secret"  # what every proxy injects upstream
@@ -95,7 +96,19 @@ class Stack:
 
     work: Path  # configs, certificates, the download file
     logs: Path  # every child's stdout/stderr
+    # The venv whose `tower-proxy` is measured.  bench/run installs the package
+    # there as a user gets it (a wheel: runtime dependencies only, bytecode
+    # compiled at install); the development venv also holds the test tools
+    # (httpie brings rich, which structlog imports), and with
+    # PYTHONDONTWRITEBYTECODE an editable install compiles at every start.
+    product: Path = DEV_VENV
     procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def tower_proxy(self) -> list[str]:
+        """The measured `tower-proxy` command: its console script, so that it
+        imports the venv's installed copy, not the checkout in the working directory."""
+        return [str(self.product / "bin" / "tower-proxy")]
 
     def spawn(
         self, name: str, argv: Sequence[str], port: int, *, env: dict[str, str] | None = None
@@ -306,7 +319,7 @@ format = "json"
 def start_tower_proxy(stack: Stack, name: str, config: Path, port: int) -> tuple[Proc, float]:
     """`tower-proxy serve`; returns it and the seconds from spawn to ready."""
     started = time.monotonic()
-    proc = stack.spawn(name, [*TOWER_PROXY, "serve", "--config", str(config)], port)
+    proc = stack.spawn(name, [*stack.tower_proxy, "serve", "--config", str(config)], port)
     wait_for_http(proc, "/-/readyz")
     return proc, time.monotonic() - started
 
