@@ -77,8 +77,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 f"storm: exactly 1 refresh for {storm['requests']} requests",
-                f"{storm['refreshes']} ({storm['failed']} failed)",
-                _check(storm["refreshes"] == 1 and storm["failed"] == 0),
+                f"{_per_round(storm['refreshes'])} ({storm['failed']} failed)",
+                _check(set(storm["refreshes"]) == {1} and storm["failed"] == 0),
             )
         )
         rows.append(
@@ -193,11 +193,14 @@ def _details(results: dict[str, Any]) -> str:
     storm = results.get("storm")
     if storm:
         lines.append(
-            f"- Refresh storm: {storm['requests']} concurrent requests on a revoked token: "
-            f"{storm['refreshes']} refresh, {storm.get('upstream_401s', '?')} request(s) sent upstream "
-            f"with the revoked token, {storm['failed']} failed, p99 {storm['p99_ms']:.1f} ms; "
-            f"the same requests straight to the sandbox with a valid token p99 "
-            f"{storm['upstream_p99_ms']:.1f} ms, one token round trip {storm['token_round_trip_ms']:.1f} ms."
+            f"- Refresh storm: {storm['requests']} concurrent requests on a revoked token, "
+            f"{storm['rounds']} rounds: refreshes {_per_round(storm['refreshes'])}; requests sent "
+            f"upstream with the revoked token {_per_round(storm['upstream_401s'])}; "
+            f"{storm['failed']} failed in all, p99 {storm['p99_ms']:.1f} ms "
+            f"(rounds: {_ms_list(storm['p99_rounds_ms'])}); the same requests straight to the "
+            f"sandbox with a valid token, in the same rounds, p99 {storm['upstream_p99_ms']:.1f} ms "
+            f"(rounds: {_ms_list(storm['upstream_p99_rounds_ms'])}), one token round trip "
+            f"{storm['token_round_trip_ms']:.1f} ms (medians)."
         )
     fp = results.get("footprint")
     if fp:
@@ -213,6 +216,17 @@ def _details(results: dict[str, Any]) -> str:
             f"with the canonical log line, {hot['warning']['median_us']:.1f} µs without it."
         )
     return "\n".join(lines)
+
+
+def _per_round(counts: list[int]) -> str:
+    """ "1 each round", or the counts round by round when they differ."""
+    if len(set(counts)) == 1:
+        return f"{counts[0]} each round" if len(counts) > 1 else str(counts[0])
+    return ", ".join(map(str, counts))
+
+
+def _ms_list(values: list[float]) -> str:
+    return ", ".join(f"{value:.0f}" for value in values)
 
 
 def write_markdown(path: Path, results: dict[str, Any], *, command: str) -> None:
