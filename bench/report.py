@@ -219,7 +219,7 @@ def _details(results: dict[str, Any]) -> str:
 
 
 def _per_round(counts: list[int]) -> str:
-    """ "1 each round", or the counts round by round when they differ."""
+    """The same count in every round once, else each round's."""
     if len(set(counts)) == 1:
         return f"{counts[0]} each round" if len(counts) > 1 else str(counts[0])
     return ", ".join(map(str, counts))

@@ -36,6 +36,7 @@ from .stack import (
 
 API_PATH = "/api/v1/projects"
 FILE_PATH = "/api/v1/files/big.bin"
+STORM_PATH = "/api/v1/_test/echo"  # the sandbox's
 REFERENCE = "nginx-proxy"
 
 
@@ -290,9 +291,6 @@ def storm(stack: Stack, settings: Settings) -> dict[str, object]:
         "token_round_trip_ms": rtt,
         "budget_ms": direct + rtt + 20,
     }
-
-
-STORM_PATH = "/api/v1/_test/echo"
 
 
 def _storm_round(base: str, port: int, token_path: Path, settings: Settings) -> dict[str, float]:
