@@ -13,7 +13,6 @@ import contextlib
 import time
 from collections.abc import Callable
 
-import aiohttp
 import structlog
 
 from . import admin, pool
@@ -63,7 +62,7 @@ class ProxyApp:
         self.forwarder: Forwarder | None = None
         self._clock = clock
         self._proactive_tick = proactive_tick
-        self._session: aiohttp.ClientSession | None = None  # the token endpoint's
+        self._oauth: OAuthClient | None = None
         self._pool: UpstreamPool | None = None
         self._proactive: asyncio.Task[None] | None = None
         # Resolved once: the module-level proxy looks the logger up on every call.
@@ -73,12 +72,10 @@ class ProxyApp:
     async def start(self) -> None:
         config = self.config
         context = ssl_context(config.tower)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=context),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
         self._pool = pool.open_pool(config, context)
-        oauth = OAuthClient(config.tower, self._session, timeout=config.server.read_timeout)
+        oauth = self._oauth = OAuthClient(
+            config.tower, context=context, timeout=config.server.read_timeout
+        )
         manager = TokenManager(
             self.store, oauth, refresh_margin=config.tokens.refresh_margin, clock=self._clock
         )
@@ -95,8 +92,8 @@ class ProxyApp:
                 await self._proactive
         if self._pool is not None:
             await self._pool.close()
-        if self._session is not None:
-            await self._session.close()
+        if self._oauth is not None:
+            await self._oauth.close()
         await self.store.close()
 
     # -- the data listener ----------------------------------------------------

@@ -14,18 +14,16 @@ import json
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import log as logging_setup
 from .config import Config, TcpAddress, load_config, masked
 from .errors import ConfigError, NoToken, ProxyError, StoreUnavailable
 from .tokens import TokenManager, TokenSet, TokenStore, make_store
 
-# aiohttp, the app and the server are imported by the commands that use them:
-# `tower-proxy token` runs in shell scripts, and with a valid token it needs
-# none of them (half its start-up time, bench/ scenario 6).
-if TYPE_CHECKING:
-    import aiohttp
+# The token client, the app and the server are imported by the commands that
+# use them: `tower-proxy token` runs in shell scripts, and with a valid token
+# it needs none of them (half its start-up time, bench/ scenario 6).
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
@@ -206,8 +204,8 @@ async def _login(args: argparse.Namespace) -> int:
     _configure_logging(config)
     _require_client(config)
     code = await _obtain_code(args, config)
-    async with _session(config) as session:
-        response = await exchange(OAuthClient(config.tower, session), code, ask_stdin)
+    async with OAuthClient(config.tower) as oauth:
+        response = await exchange(oauth, code, ask_stdin)
     store = make_store(config)
     try:
         new = await store_login(store, response)
@@ -315,11 +313,10 @@ def _refresh_may_be_due(stored: TokenSet, config: Config) -> bool:
 
 
 async def _token_via_manager(config: Config, store: TokenStore) -> TokenSet:
-    """Load, and refresh when due, as the proxy would (the only path needing aiohttp)."""
+    """Load, and refresh when due, as the proxy would (the only path needing the token client)."""
     from .oauth import OAuthClient
 
-    async with _session(config) as session:
-        oauth = OAuthClient(config.tower, session)
+    async with OAuthClient(config.tower) as oauth:
         manager = TokenManager(store, oauth, refresh_margin=config.tokens.refresh_margin)
         await manager.load()
         current = await manager.token()
@@ -412,12 +409,3 @@ async def _sandbox(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
     )
-
-
-def _session(config: Config) -> aiohttp.ClientSession:
-    import aiohttp
-
-    from .oauth import ssl_context
-
-    connector = aiohttp.TCPConnector(ssl=ssl_context(config.tower))
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())

@@ -7,7 +7,7 @@ and lets a netrc entry put credentials on requests.
 
 Invariant: the access token never reaches the egress proxy.  Only `https://`
 destinations are sent through it, so the upstream pool (upstream.py) and the
-token endpoint's aiohttp client always open a CONNECT tunnel and speak TLS
+token endpoint's client (both upstream.py's) always open a CONNECT tunnel and speak TLS
 to Tower inside it; the proxy sees `CONNECT host:port` and
 encrypted bytes.  A plain `http://` destination (allowed only on loopback,
 the sandbox) never uses the proxy: that would put the bearer header in the
@@ -16,12 +16,12 @@ proxy's hands in absolute form.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 from yarl import URL
 
@@ -104,7 +104,14 @@ def _parse_proxy(value: str) -> Egress:
         return DIRECT
     headers = None
     if proxy.user is not None:
-        credentials = aiohttp.encode_basic_auth(proxy.user, proxy.password or "")
+        credentials = _basic_credentials(proxy.user, proxy.password or "")
         SECRETS.add(proxy.password or "", credentials.removeprefix("Basic "))
         headers = {"Proxy-Authorization": credentials}
     return Egress(proxy=proxy.with_user(None), proxy_headers=headers)
+
+
+def _basic_credentials(user: str, password: str) -> str:
+    """`Basic <base64(user:password)>`, UTF-8 (RFC 7617)."""
+    if ":" in user:
+        raise ValueError('A ":" is not allowed in login (RFC 7617#section-2)')
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")

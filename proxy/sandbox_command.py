@@ -102,8 +102,8 @@ def sandbox_config(
 
 
 async def _authorize(config: Config, store: FileStore, code: str) -> TokenSet:
-    async with aiohttp.ClientSession() as session:
-        response = await exchange(OAuthClient(config.tower, session), code, _no_otp)
+    async with OAuthClient(config.tower) as oauth:
+        response = await exchange(oauth, code, _no_otp)
     return await store_login(store, response)
 
 

@@ -169,8 +169,8 @@ def config(sandbox: SandboxHandle, tmp_path: Path) -> Config:
 async def login(config: Config, sandbox: SandboxHandle, *, scopes: str = "") -> TokenSet:
     """A real code exchange against the sandbox, stored like `tower-proxy login`."""
     code = sandbox.state.issue_code(scopes=scopes)
-    async with aiohttp.ClientSession() as session:
-        response = await OAuthClient(config.tower, session).exchange_code(code)
+    async with OAuthClient(config.tower) as oauth:
+        response = await oauth.exchange_code(code)
     return await store_login(FileStore(config.token_path), response)
 
 

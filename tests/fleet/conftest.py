@@ -177,8 +177,8 @@ def redis_config(
 async def redis_login(config: Config, sandbox: SandboxHandle) -> TokenSet:
     """A real code exchange against the sandbox, stored in the configured store."""
     code = sandbox.state.issue_code(scopes="")
-    async with aiohttp.ClientSession() as session:
-        response = await OAuthClient(config.tower, session).exchange_code(code)
+    async with OAuthClient(config.tower) as oauth:
+        response = await oauth.exchange_code(code)
     store = make_store(config)
     try:
         return await store_login(store, response)

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.config import Config, is_loopback_host
 from proxy.login import store_login
-from proxy.oauth import OAuthClient, ssl_context
+from proxy.oauth import OAuthClient
 from proxy.sandbox import SANDBOX, SandboxSettings
 from proxy.sandbox import create_app as create_sandbox_app
 from proxy.tokens import FileStore, TokenSet
@@ -170,9 +170,8 @@ def tls_config(sandbox: TlsSandbox, tmp_path: Path) -> Config:
 async def tls_login(config: Config, sandbox: TlsSandbox) -> TokenSet:
     """A real code exchange over TLS (through the egress proxy when one is configured)."""
     code = sandbox.handle.state.issue_code()
-    connector = aiohttp.TCPConnector(ssl=ssl_context(config.tower))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        response = await OAuthClient(config.tower, session).exchange_code(code)
+    async with OAuthClient(config.tower) as oauth:
+        response = await oauth.exchange_code(code)
     return await store_login(FileStore(config.token_path), response)
 
 

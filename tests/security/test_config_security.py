@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from proxy.config import Config, load_config, masked
 from proxy.errors import ConfigError
 from proxy.login import store_login
-from proxy.oauth import OAuthClient, ssl_context
+from proxy.oauth import OAuthClient
 from proxy.sandbox import SANDBOX, SandboxSettings
 from proxy.sandbox import create_app as create_sandbox_app
 from proxy.tokens import FileStore
@@ -147,10 +147,8 @@ async def test_upstream_certificate_is_always_verified(tls_sandbox, tmp_path, ma
         config.tower, api_url=f"{base}/api/v1", oauth_url=f"{base}/oauth", ca_file=str(ca_file)
     )
     config = dataclasses.replace(config, tower=tower)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=ssl_context(config.tower))
-    ) as session:
-        grant = await OAuthClient(config.tower, session).exchange_code(sandbox.state.issue_code())
+    async with OAuthClient(config.tower) as oauth:
+        grant = await oauth.exchange_code(sandbox.state.issue_code())
     await store_login(FileStore(config.token_path), grant)
     if not trusted:
         tower = dataclasses.replace(config.tower, ca_file="")
