@@ -33,7 +33,6 @@ import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from importlib import metadata
 from itertools import accumulate, pairwise
 from math import inf as INF
 from typing import Protocol
@@ -47,6 +46,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from . import version
 
 NAMESPACE = "tower_proxy"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -148,7 +149,7 @@ class Metrics:
             "Version of tower-proxy and Python.",
             namespace=NAMESPACE,
             registry=self.registry,
-        ).info({"version": _version(), "python": platform.python_version()})
+        ).info({"version": version(), "python": platform.python_version()})
         self.registry.register(TokenCollector(tokens, ready))
         self.started_at = time.time()
 
@@ -266,10 +267,3 @@ class TokenCollector(Collector):
             "1 when /-/readyz answers 200 (usable token, not draining), else 0.",
             value=1 if self._ready() else 0,
         )
-
-
-def _version() -> str:
-    try:
-        return metadata.version("tower-proxy")
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 
 from yarl import URL
 
+from . import version
 from .config import TowerConfig
 from .egress import egress_for
 from .errors import InvalidGrant, OAuthError, OtpRequired, TokenEndpointUnavailable
@@ -78,6 +79,7 @@ class OAuthClient:
     ) -> None:
         self._tower = tower
         self._timeout = timeout
+        self._user_agent = f"tower-proxy/{version()}"
         url = URL(tower.token_url)
         self._target = url.raw_path_qs
         egress = egress_for(tower.token_url, enabled=tower.use_env_proxy)
@@ -134,6 +136,7 @@ class OAuthClient:
         fields = [
             ("Accept", "application/json"),
             ("Content-Type", "application/x-www-form-urlencoded"),
+            ("User-Agent", self._user_agent),
             *headers.items(),
         ]
         try:

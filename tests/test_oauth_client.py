@@ -104,6 +104,7 @@ async def test_refresh_posts_the_form_with_the_current_bearer_on_a_fresh_connect
         assert lines[0] == "POST /oauth/token HTTP/1.1"
         assert "Content-Type: application/x-www-form-urlencoded" in lines
         assert "Accept: application/json" in lines
+        assert any(line.startswith("User-Agent: tower-proxy/") for line in lines)
         assert "Authorization: Bearer old-access-000" in lines
         assert parse_qs(body.decode()) == {
             "client_id": ["app-id"],

@@ -18,7 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import LATENCY_BUCKETS, Metrics, PlainHistogram, _version
+from proxy import version
+from proxy.metrics import LATENCY_BUCKETS, Metrics, PlainHistogram
 
 LATENCY = "tower_proxy_upstream_latency_seconds"
 
@@ -139,7 +140,7 @@ def _buckets(metrics: Metrics) -> list[float]:
 
 
 def _build_info_line() -> str:
-    labels = f'python="{platform.python_version()}",version="{_version()}"'
+    labels = f'python="{platform.python_version()}",version="{version()}"'
     return f"tower_proxy_build_info{{{labels}}} 1.0"
 
 
