@@ -151,3 +151,23 @@ async def test_sandbox_command_serves_an_authorized_proxy(tmp_path):
 
 async def _printed(path, text) -> bool:
     return text in path.read_text()
+
+
+async def test_serving_and_token_paths_leave_heavy_modules_unimported():
+    """A serving proxy imports no aiohttp; the `token` command's path no aiohttp and
+    no importlib.metadata (scenario 6 of bench/ times both start-ups)."""
+    probe = (
+        "import sys, json\n"
+        "import proxy.cli\n"
+        "token = {m: m in sys.modules for m in ('aiohttp', 'importlib.metadata')}\n"
+        "import proxy.app, proxy.server\n"
+        "serve = {m: m in sys.modules for m in ('aiohttp',)}\n"
+        "print(json.dumps([token, serve]))\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        PYTHON, "-c", probe, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    token, serve = json.loads(out)
+    assert token == {"aiohttp": False, "importlib.metadata": False}
+    assert serve == {"aiohttp": False}
