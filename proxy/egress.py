@@ -6,9 +6,9 @@ worker thread for every request, which costs a thread hop on the hot path
 and lets a netrc entry put credentials on requests.
 
 Invariant: the access token never reaches the egress proxy.  Only `https://`
-destinations are sent through it, so the upstream pool (upstream.py) and the
-token endpoint's client (both upstream.py's) always open a CONNECT tunnel and speak TLS
-to Tower inside it; the proxy sees `CONNECT host:port` and
+destinations are sent through it, so the clients of upstream.py (the pool
+towards `api_url` and the token endpoint's) always open a CONNECT tunnel and
+speak TLS to Tower inside it; the proxy sees `CONNECT host:port` and
 encrypted bytes.  A plain `http://` destination (allowed only on loopback,
 the sandbox) never uses the proxy: that would put the bearer header in the
 proxy's hands in absolute form.
@@ -26,6 +26,7 @@ import structlog
 from yarl import URL
 
 from .log import SECRETS
+from .upstream import Origin
 
 log = structlog.get_logger("proxy.egress")
 
@@ -40,6 +41,12 @@ class Egress:
 
     def describe(self) -> str:
         return "direct" if self.proxy is None else f"via {self.proxy}"
+
+    def tunnel(self) -> tuple[Origin, dict[str, str]] | None:
+        """What `UpstreamPool(tunnel=...)` takes: the proxy and the CONNECT request's headers."""
+        if self.proxy is None:
+            return None
+        return Origin.from_url(str(self.proxy)), dict(self.proxy_headers or {})
 
 
 DIRECT = Egress()

@@ -83,9 +83,6 @@ class OAuthClient:
         url = URL(tower.token_url)
         self._target = url.raw_path_qs
         egress = egress_for(tower.token_url, enabled=tower.use_env_proxy)
-        tunnel = None
-        if egress.proxy is not None:
-            tunnel = (Origin.from_url(str(egress.proxy)), dict(egress.proxy_headers or {}))
         if context is None and url.scheme == "https":
             context = ssl_context(tower)
         self._pool = UpstreamPool(
@@ -93,7 +90,7 @@ class OAuthClient:
             ssl=context,
             connect_timeout=timeout,
             read_timeout=timeout,
-            tunnel=tunnel,
+            tunnel=egress.tunnel(),
         )
 
     async def close(self) -> None:

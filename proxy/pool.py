@@ -34,17 +34,13 @@ def open_pool(config: Config, context: ssl.SSLContext) -> UpstreamPool:
     api_url = config.tower.api_url
     egress = egress_for(api_url, enabled=config.tower.use_env_proxy)
     log.info("upstream", api_url=api_url, egress=egress.describe())
-    origin = Origin.from_url(api_url)
-    tunnel = None
-    if egress.proxy is not None:
-        tunnel = (Origin.from_url(str(egress.proxy)), dict(egress.proxy_headers or {}))
     return UpstreamPool(
-        origin,
+        Origin.from_url(api_url),
         ssl=context,  # used for https only
         connect_timeout=config.server.connect_timeout,
         read_timeout=config.server.read_timeout,
         keepalive=KEEPALIVE,
-        tunnel=tunnel,
+        tunnel=egress.tunnel(),
         max_connections=config.tower.max_connections,
     )
 
