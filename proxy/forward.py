@@ -219,10 +219,10 @@ class Forwarder:
         if length is not None and length <= _BUFFER_AT_ONCE:
             body = upstream.body_if_complete(length)  # usually: it came with the head
             if body is None:
-                body = await _read_at_most(upstream, length)
+                body = await upstream.read_at_most(length)
                 upstream.release()
         elif rewrite:
-            body = await _read_at_most(upstream, MAX_REWRITE + 1)
+            body = await upstream.read_at_most(MAX_REWRITE + 1)
             if len(body) > MAX_REWRITE:  # too large to rewrite: stream it as it is
                 return self._streamed(upstream, headers, body)
             upstream.release()
@@ -291,16 +291,6 @@ def _token_rejected(upstream: UpstreamResponse) -> bool:
         return False
     challenge = upstream.headers.get("WWW-Authenticate", "")
     return "insufficient_scope" not in challenge
-
-
-async def _read_at_most(upstream: UpstreamResponse, limit: int) -> bytes:
-    buffer = bytearray()
-    while len(buffer) < limit:
-        chunk = await upstream.read(limit - len(buffer))
-        if not chunk:
-            break
-        buffer += chunk
-    return bytes(buffer)
 
 
 class _RequestIds:

@@ -152,19 +152,17 @@ class OAuthClient:
 
 
 async def _read_answer(response: UpstreamResponse) -> bytes:
-    body = bytearray()
     try:
-        async for chunk in response:
-            body += chunk
-            if len(body) > _MAX_ANSWER:
-                raise OAuthError(
-                    "invalid_response",
-                    f"token endpoint answered over {_MAX_ANSWER} bytes",
-                    status=response.status,
-                )
+        body = await response.read_at_most(_MAX_ANSWER + 1)
     finally:
         response.release()  # closes the connection unless the answer was read to its end
-    return bytes(body)
+    if len(body) > _MAX_ANSWER:
+        raise OAuthError(
+            "invalid_response",
+            f"token endpoint answered over {_MAX_ANSWER} bytes",
+            status=response.status,
+        )
+    return body
 
 
 def _interpret(status: int, body: bytes) -> dict[str, Any]:

@@ -442,6 +442,16 @@ class UpstreamResponse:
             conn.resume_reading()
         return chunk
 
+    async def read_at_most(self, limit: int) -> bytes:
+        """The body's next bytes up to `limit` in all: fewer only when the body ends first."""
+        buffer = bytearray()
+        while len(buffer) < limit:
+            chunk = await self.read(limit - len(buffer))
+            if not chunk:
+                break
+            buffer += chunk
+        return bytes(buffer)
+
     def body_if_complete(self, limit: int) -> bytes | None:
         """The rest of the body, at once, if it has all arrived and is at most `limit` bytes.
 
