@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import structlog
 from yarl import URL
 
+from .errors import ConfigError
 from .log import SECRETS
 from .upstream import Origin
 
@@ -120,5 +121,9 @@ def _parse_proxy(value: str) -> Egress:
 def _basic_credentials(user: str, password: str) -> str:
     """`Basic <base64(user:password)>`, UTF-8 (RFC 7617)."""
     if ":" in user:
-        raise ValueError('A ":" is not allowed in login (RFC 7617#section-2)')
+        # Neither the user nor the password is echoed: the value holds both.
+        raise ConfigError(
+            'HTTPS_PROXY: the proxy user name holds a ":" (a %3A), which Basic '
+            "credentials cannot carry (RFC 7617 section 2)"
+        )
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")

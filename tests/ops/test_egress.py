@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from proxy.egress import egress_for
+from proxy.errors import ConfigError
 
 from ..conftest import LOG_DIR
 from .conftest import tls_config, tls_login
@@ -113,6 +120,33 @@ def test_proxy_credentials_leave_the_url():
     )
     assert str(egress.proxy) == "http://p:3128" and egress.describe() == "via http://p:3128"
     assert egress.proxy_headers == {"Proxy-Authorization": "Basic dTpwYTU1d29yZA=="}
+
+
+def test_a_colon_in_the_proxy_user_is_a_config_error_naming_https_proxy():
+    """Basic credentials cannot carry a ":" in the user name: the setting is named, the
+    password is not echoed."""
+    env = {"HTTPS_PROXY": f"http://corp%3Aeu:{PROXY_PASSWORD}@p:3128"}
+    with pytest.raises(ConfigError, match=r"^HTTPS_PROXY: ") as raised:
+        egress_for("https://tower.im/api/v1", enabled=True, env=env)
+    assert PROXY_PASSWORD not in str(raised.value) and "corp" not in str(raised.value)
+
+
+def test_a_colon_in_the_proxy_user_fails_the_command_in_one_line(tmp_path):
+    """`tower-proxy token` exits 2 with `config error: HTTPS_PROXY ...`, no traceback."""
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[tower]\nclient_id = "c"\nclient_secret = "client-secret-1"\n'
+        'api_url = "https://tower.im/api/v1"\n'
+        f"[tokens]\npath = {json.dumps(str(tmp_path / 'token.json'))}\n"
+    )
+    env = {**os.environ, "HTTPS_PROXY": f"http://corp%3Aeu:{PROXY_PASSWORD}@127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "token", "--config", str(config)],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("tower-proxy: config error: HTTPS_PROXY: ")
+    assert done.stderr.count("\n") == 1 and PROXY_PASSWORD not in done.stderr + done.stdout
 
 
 async def test_no_warm_up_through_an_egress_proxy(
