@@ -128,6 +128,7 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[Request] = deque()
         self._worker: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Future[None] | None = None  # the worker's, for the next request
         self._current: Request | None = None  # being answered
         self._parsing: Request | None = None  # head complete, body still arriving
         self._url = bytearray()
@@ -262,12 +263,26 @@ class Connection(asyncio.Protocol):
         self._queue.append(request)
         if len(self._queue) > _MAX_QUEUED and not self._read_paused:
             self._pause_reading()
-        if self._worker is None:
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            waiting.set_result(None)
+        elif self._worker is None:
             self._worker = self._loop.create_task(self._answer_all())
 
     async def _answer_all(self) -> None:
+        """Answer the queued requests in order; between them, wait for the next one.
+
+        One task for the connection's life, not one per request: a task costs
+        more to create than a future costs to wake."""
         try:
-            while self._queue and not self._closed:
+            while not self._closed:
+                if not self._queue:
+                    if self._server.closing:
+                        break
+                    self._waiting = self._loop.create_future()
+                    await self._waiting
+                    continue
                 request = self._queue.popleft()
                 self._current = request
                 if self._read_paused and len(self._queue) <= _MAX_QUEUED:
@@ -281,6 +296,7 @@ class Connection(asyncio.Protocol):
         finally:
             self._current = None
             self._worker = None
+            self._waiting = None
         if self._server.closing:
             self._close()
 
