@@ -21,7 +21,7 @@ from .config import Config
 from .errors import Refused
 from .forward import Exchange, Forwarder, StreamAborted
 from .guard import Guard, is_preflight
-from .log import SECRETS
+from .log import SECRETS, EventLine
 from .messages import Request, Response
 from .metrics import Metrics
 from .oauth import OAuthClient, ssl_context
@@ -65,8 +65,6 @@ class ProxyApp:
         self._oauth: OAuthClient | None = None
         self._pool: UpstreamPool | None = None
         self._proactive: asyncio.Task[None] | None = None
-        # Resolved once: the module-level proxy looks the logger up on every call.
-        self._request_log = log.bind()
         SECRETS.add(config.tower.client_secret, *(k.decode() for k in self.guard.keys))
 
     async def start(self) -> None:
@@ -203,7 +201,7 @@ class ProxyApp:
         except ConnectionError:  # the client left
             exchange.error = exchange.error or "client_disconnected"
         finally:
-            _log_exchange(self._request_log, request, response, exchange)
+            _log_exchange(request, response, exchange)
 
 
 def create_app(
@@ -240,26 +238,25 @@ def _forwarder(
     )
 
 
-def _log_exchange(
-    request_log: structlog.typing.FilteringBoundLogger,
-    request: Request,
-    response: Response,
-    exchange: Exchange,
-) -> None:
+_REQUEST_LINE = EventLine("proxy.request", "request")
+
+
+def _log_exchange(request: Request, response: Response, exchange: Exchange) -> None:
     path = exchange.path
     if path in _QUIET:
         return
-    request_log.info(
-        "request",
-        request_id=exchange.request_id,
-        method=request.method,
-        path=path[:512],
-        status=response.status,
-        upstream_status=exchange.upstream_status,
-        bytes_in=exchange.bytes_in,
-        bytes_out=response.sent,
-        duration_ms=round((time.perf_counter() - exchange.started) * 1000, 2),
-        refreshed=exchange.refreshed,
-        replayed=exchange.replayed,
-        error=exchange.error,
+    _REQUEST_LINE(
+        {
+            "request_id": exchange.request_id,
+            "method": request.method,
+            "path": path[:512],
+            "status": response.status,
+            "upstream_status": exchange.upstream_status,
+            "bytes_in": exchange.bytes_in,
+            "bytes_out": response.sent,
+            "duration_ms": round((time.perf_counter() - exchange.started) * 1000, 2),
+            "refreshed": exchange.refreshed,
+            "replayed": exchange.replayed,
+            "error": exchange.error,
+        }
     )

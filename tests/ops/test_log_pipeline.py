@@ -142,6 +142,36 @@ def test_lines_keep_their_fields_and_an_iso_utc_timestamp():
     assert abs((stamp - before).total_seconds()) < 5
 
 
+def test_an_event_line_writes_what_structlog_writes():
+    """`EventLine` (the canonical request line's shortcut) gives structlog's line: the same
+    keys in the same order, secrets masked; bound contextvars, the console format and
+    the level still take structlog's way."""
+    fields = {"request_id": "line-secret-77aa", "path": "/api/v1/x", "status": 200, "error": None}
+    line = proxy_log.EventLine("proxy.request", "request")
+    by_structlog, by_line, quiet, console = (io.StringIO() for _ in range(4))
+    with _registry("line-secret-77aa"):
+        with _logging_to(by_structlog):
+            structlog.get_logger("proxy.request").info("request", **fields)
+        with _logging_to(by_line):
+            line(dict(fields))
+            with structlog.contextvars.bound_contextvars(scope="bound"):
+                line(dict(fields))
+        with _logging_to(quiet, "warning"):
+            line(dict(fields))
+        with _logging_to(console, "info", "console"):
+            line(dict(fields))
+    expected = json.loads(by_structlog.getvalue())
+    plain, bound = (json.loads(text) for text in by_line.getvalue().splitlines())
+    assert expected["request_id"] == proxy_log.MASK and "line-secret" not in by_line.getvalue()
+    for got in (plain, bound):
+        assert got.pop("timestamp") and expected.get("timestamp")
+    expected.pop("timestamp")
+    assert list(plain.items()) == list(expected.items())
+    assert bound == {"scope": "bound", **expected}
+    assert quiet.getvalue() == ""
+    assert not console.getvalue().startswith("{") and "request" in console.getvalue()
+
+
 def test_context_exceptions_and_odd_values_still_pass_redaction():
     """Bound contextvars, exc_info, non-ASCII and huge ints: rendered, ASCII, secrets masked."""
     stream = io.StringIO()
