@@ -36,6 +36,7 @@ from .stack import (
     make_certificate,
     mitm_available,
     proxy_servers,
+    start_floor_proxy,
     start_mitmproxy,
     start_nginx,
     start_plain_proxy,
@@ -215,6 +216,10 @@ def _measure(
     plain = start_plain_proxy(stack, free_port(), upstream)
     targets["plain-aiohttp"] = f"http://127.0.0.1:{plain.port}"
     pids["plain-aiohttp"] = proxies["plain-aiohttp"] = plain.pid
+    # A yardstick, not a rival: what the least Python per request costs (bench/floor_proxy.py).
+    floor = start_floor_proxy(stack, free_port(), up_port)
+    targets["python-floor"] = f"http://127.0.0.1:{floor.port}"
+    proxies["python-floor"] = floor.pid
     if not args.no_mitm and not args.tiny and mitm_available():
         mitm = start_mitmproxy(stack, free_port(), upstream)
         targets["mitmproxy"] = f"http://127.0.0.1:{mitm.port}"
@@ -268,7 +273,8 @@ def _hot_path(stack: Stack, settings: Settings) -> dict[str, object]:
 def _streamers(targets: dict[str, str]) -> dict[str, str]:
     # mitmproxy is left out of the 1 GiB download: at its speed one round
     # alone would take minutes, and the point here is tower-proxy vs nginx.
-    return {name: url for name, url in targets.items() if name != "mitmproxy"}
+    # The floor has no flow control: it would buffer what the client is slow to take.
+    return {name: url for name, url in targets.items() if name not in ("mitmproxy", "python-floor")}
 
 
 def main(argv: list[str] | None = None) -> int:

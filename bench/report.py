@@ -259,7 +259,10 @@ median over rounds — not the absolute numbers.
   canonical log line per request written to a file); **tower-proxy-nolog** (the same with
   `log.level = "warning"`: no per-request line); **tower-proxy-Nw** (`[server] workers = N`);
   **plain-aiohttp** (`bench/plain_proxy.py`, a minimal streaming proxy); **mitmproxy**
-  (`mitmdump --mode reverse:` with `bench/mitm_addon.py`; left out of the download).
+  (`mitmdump --mode reverse:` with `bench/mitm_addon.py`; left out of the download);
+  **python-floor** (`bench/floor_proxy.py`: a yardstick, not a rival — protocol callbacks on
+  uvloop and httptools, header lines passed on as bytes, no feature at all; what tower-proxy
+  spends above it is its features and checks; left out of the download: no flow control).
 - Load: wrk, 32 connections / 2 threads for throughput, 1 connection for latency,
   {settings.get("seconds")} s per run, {settings.get("rounds")} interleaved rounds (the order
   rotates each round); curl for downloads and one-shot calls; {settings.get("storm_requests")} concurrent aiohttp requests

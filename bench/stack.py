@@ -331,6 +331,14 @@ def start_plain_proxy(stack: Stack, port: int, upstream: str) -> Proc:
     return proc
 
 
+def start_floor_proxy(stack: Stack, port: int, upstream_port: int) -> Proc:
+    upstream = f"127.0.0.1:{upstream_port}"
+    argv = [PYTHON, "-m", "bench.floor_proxy", "--port", str(port), "--upstream", upstream]
+    proc = stack.spawn("python-floor", argv, port, env={"BENCH_TOKEN": BENCH_TOKEN})
+    wait_for_port(proc)
+    return proc
+
+
 def mitm_available() -> bool:
     return MITMDUMP.exists()
 
