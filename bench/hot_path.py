@@ -11,6 +11,14 @@ few per cent, where wrk's req/s on this machine wander by tens).
 
     .venv/bin/python -m bench.hot_path                # µs per request, median of 5
     .venv/bin/python -m bench.hot_path --profile      # plus cProfile's top functions
+    .venv/bin/python -m bench.hot_path --layer pool   # only the layers up to the pool
+
+`--layer` answers each request with less of the proxy, to show what each
+layer adds (with `bench.instructions`, whose counts hold still):
+  server     the HTTP server alone: parse, queue, a fixed answer written back
+  pool       + the request sent upstream on the pool, its body answered
+  forwarder  + the forwarder: header rules, token, replay, rewriting
+  app        + the app: guard, CORS, metrics, the log line (all of it: the default)
 """
 
 from __future__ import annotations
@@ -24,18 +32,22 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from multidict import CIMultiDict
 
 from proxy import log as proxy_log
 from proxy.app import ProxyApp, create_app
 from proxy.config import Config, load_config
+from proxy.forward import Exchange
 from proxy.http_server import HttpServer
 from proxy.limits import ServerLimits
+from proxy.messages import Request, Response
 from proxy.upstream import UpstreamPool, _Connection
 
-from .stack import SMALL_JSON, write_proxy_config, write_token_file
+from .stack import BENCH_TOKEN, SMALL_JSON, write_proxy_config, write_token_file
 
 REQUEST = (
     b"GET /api/v1/projects/0f3c9a HTTP/1.1\r\nHost: 127.0.0.1:8730\r\n"
@@ -94,7 +106,38 @@ def _answering_upstream(pool: UpstreamPool) -> _Connection:
     return conn
 
 
-async def _run(config_path: Path, count: int) -> float:
+LAYERS = ("server", "pool", "forwarder", "app")
+
+
+def _handler(app: ProxyApp, layer: str) -> Callable[[Request], Awaitable[None]]:
+    """What answers a request when measuring up to `layer` (see the module's doc)."""
+    if layer == "app":
+        return app.dispatch
+    forwarder = app.forwarder
+    assert forwarder is not None  # started
+    if layer == "forwarder":
+
+        async def forwarded(request: Request) -> None:
+            await request.respond(await forwarder.handle(request, Exchange.begin(request)))
+
+        return forwarded
+    if layer == "pool":
+        bearer = [("Accept", "*/*"), ("Authorization", f"Bearer {BENCH_TOKEN}")]
+
+        async def pooled(request: Request) -> None:
+            upstream = await forwarder.pool.request("GET", request.raw_path, bearer)
+            body = upstream.body_if_complete(64 * 1024) or b""
+            await request.respond(Response(upstream.status, CIMultiDict(), body))
+
+        return pooled
+
+    async def fixed(request: Request) -> None:
+        await request.respond(Response(200, CIMultiDict(), SMALL_JSON.encode()))
+
+    return fixed
+
+
+async def _run(config_path: Path, count: int, layer: str) -> float:
     config = load_config(str(config_path))
     app = create_app(config)
 
@@ -104,14 +147,14 @@ async def _run(config_path: Path, count: int) -> float:
     real_connect = UpstreamPool._connect
     UpstreamPool._connect = connect  # type: ignore[method-assign]
     try:
-        return await _drive(app, config, count)
+        return await _drive(app, config, count, layer)
     finally:
         UpstreamPool._connect = real_connect  # type: ignore[method-assign]
 
 
-async def _drive(app: ProxyApp, config: Config, count: int) -> float:
+async def _drive(app: ProxyApp, config: Config, count: int, layer: str) -> float:
     await app.start()
-    server = HttpServer(app.dispatch, ServerLimits.from_config(config.server))
+    server = HttpServer(_handler(app, layer), ServerLimits.from_config(config.server))
     connection = server()
     answered = asyncio.Event()
     tail = SMALL_JSON.encode()
@@ -122,16 +165,19 @@ async def _drive(app: ProxyApp, config: Config, count: int) -> float:
 
     connection.connection_made(_Transport(on_write))
     started = time.perf_counter()
-    for _ in range(count):
-        answered.clear()
-        connection.data_received(REQUEST)
-        await answered.wait()
+    async with asyncio.timeout(60 + count / 100):  # one timer: a request left unanswered fails
+        for _ in range(count):
+            answered.clear()
+            connection.data_received(REQUEST)
+            await answered.wait()
     elapsed = time.perf_counter() - started
     await app.close()
     return elapsed / count * 1e6
 
 
-def measure(*, requests: int, rounds: int, log_level: str, work: Path) -> list[float]:
+def measure(
+    *, requests: int, rounds: int, log_level: str, work: Path, layer: str = "app"
+) -> list[float]:
     """µs per request, one number per round (a fresh app each round)."""
     import uvloop
 
@@ -147,7 +193,7 @@ def measure(*, requests: int, rounds: int, log_level: str, work: Path) -> list[f
     )
     with (work / "hot-path.log").open("a") as log_file:
         proxy_log.configure(log_level, "json", stream=log_file)
-        return [uvloop.run(_run(config, requests)) for _ in range(rounds)]
+        return [uvloop.run(_run(config, requests, layer)) for _ in range(rounds)]
 
 
 def main() -> None:
@@ -156,17 +202,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--log-level", default="info", help="info: with the canonical line")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--layer", choices=LAYERS, default="app", help="measure up to this layer")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tower-proxy-hot-"))
-    results = measure(
-        requests=args.requests, rounds=args.rounds, log_level=args.log_level, work=work
-    )
+    options = {"log_level": args.log_level, "work": work, "layer": args.layer}
+    results = measure(requests=args.requests, rounds=args.rounds, **options)
     print(f"{statistics.median(results):.1f} µs per request (rounds: "
-          f"{', '.join(f'{r:.1f}' for r in results)}; log.level = {args.log_level})")  # fmt: skip
+          f"{', '.join(f'{r:.1f}' for r in results)}; log.level = {args.log_level}; "
+          f"up to the {args.layer} layer)")  # fmt: skip
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        measure(requests=args.requests, rounds=1, log_level=args.log_level, work=work)
+        measure(requests=args.requests, rounds=1, **options)
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(35)

@@ -9,6 +9,7 @@ in them), so confirm a gain with the benchmark's CPU per request.
 
     .venv/bin/python -m bench.instructions                      # log.level info
     .venv/bin/python -m bench.instructions --log-level warning  # without the log line
+    .venv/bin/python -m bench.instructions --layers             # what each layer adds
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .hot_path import measure
+from .hot_path import LAYERS, measure
 from .stack import PYTHON, ROOT
 
 
-def count(requests: int, log_level: str) -> int:
+def count(requests: int, log_level: str, layer: str) -> int:
     """Instructions callgrind counted for a whole driver run of `requests` requests."""
     argv = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
         PYTHON, "-m", "bench.instructions", "--child", str(requests), "--log-level", log_level,
+        "--layer", layer,
     ]  # fmt: skip
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
@@ -39,9 +41,9 @@ def count(requests: int, log_level: str) -> int:
     return int(found.group(1))
 
 
-def per_request(*, few: int, many: int, log_level: str) -> float:
+def per_request(*, few: int, many: int, log_level: str, layer: str = "app") -> float:
     with ThreadPoolExecutor(2) as pool:  # the two runs side by side, a core each
-        small, large = pool.map(lambda n: count(n, log_level), (few, many))
+        small, large = pool.map(lambda n: count(n, log_level, layer), (few, many))
     return (large - small) / (many - few)
 
 
@@ -50,19 +52,28 @@ def main() -> int:
     parser.add_argument("--few", type=int, default=500)
     parser.add_argument("--many", type=int, default=2500)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--layer", choices=LAYERS, default="app", help="count up to this layer")
+    parser.add_argument("--layers", action="store_true", help="count up to each layer in turn")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)  # the run under valgrind
     args = parser.parse_args()
     if args.child is not None:
         work = Path(tempfile.mkdtemp(prefix="tower-proxy-instructions-"))
-        measure(requests=args.child, rounds=1, log_level=args.log_level, work=work)
+        measure(
+            requests=args.child, rounds=1, log_level=args.log_level, work=work, layer=args.layer
+        )
         shutil.rmtree(work, ignore_errors=True)
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is missing: scripts/setup.d/30-bench.sh installs it", file=sys.stderr)
         return 2
-    value = per_request(few=args.few, many=args.many, log_level=args.log_level)
-    print(f"{value:.0f} instructions per request (log.level = {args.log_level}; "
-          f"{args.few} and {args.many} requests under callgrind)")  # fmt: skip
+    below = 0.0
+    for layer in LAYERS if args.layers else (args.layer,):
+        value = per_request(few=args.few, many=args.many, log_level=args.log_level, layer=layer)
+        added = f" (+{value - below:.0f})" if args.layers else ""
+        print(f"{value:.0f} instructions per request up to the {layer} layer{added} "
+              f"(log.level = {args.log_level}; {args.few} and {args.many} requests under "
+              "callgrind)", flush=True)  # fmt: skip
+        below = value
     return 0
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import LOG_DIR, PYTHON, ROOT
+from bench import hot_path
+
+from .conftest import LOG_DIR, PYTHON, ROOT, configure_session_logging
 
 
 def _tools_missing() -> list[str]:
@@ -65,3 +67,18 @@ def test_instruction_count_per_request() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     counted = int(result.stdout.split()[0])
     assert 10_000 < counted < 10_000_000  # a request's worth: neither nothing nor a start-up
+
+
+@pytest.mark.parametrize("layer", hot_path.LAYERS)
+def test_hot_path_layers_each_answer_every_request(layer: str, tmp_path: Path) -> None:
+    """Each `--layer` answers all its requests; only the whole app writes request lines."""
+    try:
+        [per_request] = hot_path.measure(
+            requests=100, rounds=1, log_level="info", work=tmp_path, layer=layer
+        )
+    finally:
+        configure_session_logging()  # measure() sent the log to its own file
+    assert per_request > 0
+    lines = (tmp_path / "hot-path.log").read_text().splitlines()
+    requests = [line for line in lines if json.loads(line)["event"] == "request"]
+    assert len(requests) == (100 if layer == "app" else 0)
