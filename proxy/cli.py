@@ -38,15 +38,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
-    try:
+
+    def run() -> int:
         outcome = args.run(args)
         return int(asyncio.run(outcome) if isinstance(outcome, Coroutine) else outcome)
+
+    return _reported(run, serving=args.command == "serve")
+
+
+def _reported(run: Callable[[], int], *, serving: bool) -> int:
+    """`run()`'s exit code, or an error's: one line on stderr, no traceback.
+
+    Also what each `serve` worker process runs (its errors would be lost otherwise)."""
+    try:
+        return run()
     except ConfigError as exc:
         _fail(f"config error: {exc}")
         return EXIT_CONFIG
     except NoToken as exc:
         _fail(str(exc))
-        return EXIT_CONFIG if args.command == "serve" else EXIT_FAIL
+        return EXIT_CONFIG if serving else EXIT_FAIL
     except ProxyError as exc:
         _fail(str(exc))
         return EXIT_FAIL
@@ -143,7 +154,8 @@ def _serve_processes(args: argparse.Namespace) -> int:
             server = dataclasses.replace(
                 config.server, listen=listen.format(resolved.host, resolved.port)
             )
-            return _serve_on_loop(dataclasses.replace(config, server=server), reuse_port=True)
+            one = dataclasses.replace(config, server=server)
+            return _reported(lambda: _serve_on_loop(one, reuse_port=True), serving=True)
 
         return run_workers(config.server.workers, address, serve_one)
     return _serve_on_loop(config, reuse_port=False)

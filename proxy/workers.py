@@ -10,8 +10,9 @@ store's `refresh_lock()` and re-reads the store first (see tokens/manager).
 
 Workers run in their own process group so a terminal's Ctrl-C reaches the
 parent only; the parent forwards SIGTERM/SIGINT to every worker (a second
-signal makes them exit at once, as for one process) and exits with the
-worst exit code once all have stopped.
+signal makes them exit at once, as for one process).  When a worker fails
+(no token, a bad port: it says why on stderr itself), the parent stops the
+others and, once all have stopped, exits with that first failure's code.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def reserve_port(address: TcpAddress) -> tuple[socket.socket, TcpAddress]:
 
 
 def run_workers(count: int, address: TcpAddress, serve_one: ServeOne) -> int:
-    """Fork `count` workers running `serve_one(address)`; return the worst exit code."""
+    """Fork `count` workers running `serve_one(address)`; return the first failure's exit
+    code, else 0.  `serve_one` reports its own errors: its exceptions are not."""
     reserved, resolved = reserve_port(address)
     children: list[int] = []
     try:
@@ -67,7 +69,7 @@ def _supervise(children: list[int]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    worst = 0
+    first_failure = 0
     remaining = set(children)
     while remaining:
         pid, status = os.wait()
@@ -76,7 +78,7 @@ def _supervise(children: list[int]) -> int:
         remaining.discard(pid)
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
-        if code and not worst:  # the first failure (bad port, no token) stops the others, once
+        if code and not first_failure:  # it stops the others, whose codes then tell nothing
+            first_failure = code
             forward(signal.SIGTERM, None)
-        worst = max(worst, code)
-    return worst
+    return first_failure

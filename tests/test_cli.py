@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 
@@ -105,6 +106,18 @@ async def test_serve_without_token_exits_2(config, tmp_path):
     rc, _, err = await run_cli("serve", "--config", path)
     assert rc == 2
     assert "tower-proxy login" in err and "Traceback" not in err
+
+
+async def test_serve_with_workers_without_token_says_why_and_exits_2(config, tmp_path):
+    """The same with `server.workers = 2`: each worker reports its own failure (before,
+    os._exit dropped the message and the parent exited 143, from stopping the other)."""
+    workers = dataclasses.replace(config.server, workers=2)
+    path = str(write_config(dataclasses.replace(config, server=workers), tmp_path / "w.toml"))
+    rc, out, err = await run_cli("serve", "--config", path)
+    assert rc == 2
+    lines = err.splitlines()
+    assert 1 <= len(lines) <= 2 and all("run `tower-proxy login` first" in line for line in lines)
+    assert "Traceback" not in err + out
 
 
 async def test_wrong_client_secret_login_fails_cleanly(sandbox, config, tmp_path):
