@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from . import log
 from .config import TcpAddress
+from .errors import ConfigError
 
 ServeOne = Callable[[TcpAddress], int]
 
@@ -35,7 +36,12 @@ def reserve_port(address: TcpAddress) -> tuple[socket.socket, TcpAddress]:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((address.host, address.port))
+    try:
+        sock.bind((address.host, address.port))
+    except OSError as exc:  # in use, not ours to bind: as one process says it
+        sock.close()
+        where = f"{address.host}:{address.port}"
+        raise ConfigError(f"server.listen: cannot listen on {where}: {exc.strerror}") from None
     return sock, TcpAddress(address.host, sock.getsockname()[1])
 
 

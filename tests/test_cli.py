@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import signal
+import socket
 
 import aiohttp
 
@@ -118,6 +119,24 @@ async def test_serve_with_workers_without_token_says_why_and_exits_2(config, tmp
     lines = err.splitlines()
     assert 1 <= len(lines) <= 2 and all("run `tower-proxy login` first" in line for line in lines)
     assert "Traceback" not in err + out
+
+
+async def test_serve_with_workers_on_a_port_in_use_exits_2_naming_it(config, tmp_path):
+    """A port another program holds, with `server.workers = 2`: the config error one
+    process gives (it was `unexpected error: OSError`, exit 1)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = dataclasses.replace(config.server, workers=2, listen=f"127.0.0.1:{port}")
+        path = str(write_config(dataclasses.replace(config, server=server), tmp_path / "p.toml"))
+        rc, out, err = await run_cli("serve", "--config", path)
+    assert rc == 2
+    where = f"127.0.0.1:{port}"
+    assert err == f"tower-proxy: config error: server.listen: cannot listen on {where}: " + (
+        "Address already in use\n"
+    )
+    assert "Traceback" not in out
 
 
 async def test_wrong_client_secret_login_fails_cleanly(sandbox, config, tmp_path):
