@@ -72,6 +72,10 @@ async def listen(
         old_umask = os.umask(0o777 & ~socket_mode)
         try:
             server = await loop.create_unix_server(http, address.path, backlog=1024)
+        except OSError as exc:  # no such directory, not ours to write
+            raise ConfigError(
+                f"{key}: cannot listen on unix:{address.path}: {exc.strerror}"
+            ) from None
         finally:
             os.umask(old_umask)
         return Listener(server, http)

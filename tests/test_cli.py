@@ -139,6 +139,19 @@ async def test_serve_with_workers_on_a_port_in_use_exits_2_naming_it(config, tmp
     assert "Traceback" not in out
 
 
+async def test_serve_on_a_unix_socket_in_a_missing_directory_exits_2_naming_it(
+    config, sandbox, tmp_path, logged_in
+):
+    """The directory of a unix: listen address does not exist: a config error naming the key
+    (it was `unexpected error: FileNotFoundError`, exit 1)."""
+    path = str(write_config(config, tmp_path / "u.toml"))
+    where = tmp_path / "missing" / "proxy.sock"
+    rc, out, err = await run_cli("serve", "--config", path, "--listen", f"unix:{where}")
+    assert rc == 2
+    assert f"config error: server.listen: cannot listen on unix:{where}: " in err
+    assert "Traceback" not in err + out
+
+
 async def test_wrong_client_secret_login_fails_cleanly(sandbox, config, tmp_path):
     """Tower's invalid_client is reported in one line, exit 1."""
     path = tmp_path / "c.toml"
