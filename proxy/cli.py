@@ -68,6 +68,13 @@ def _reported(run: Callable[[], int], *, serving: bool) -> int:
         return EXIT_FAIL
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
 def _fail(message: str) -> None:
     print(f"tower-proxy: {logging_setup.SECRETS.scrub(message)}", file=sys.stderr)
 
@@ -113,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--live", action="store_true", help="ask /-/healthz, not /-/readyz")
     health.add_argument("--timeout", type=float, default=5.0, metavar="S", help="default 5")
     sandbox = command("sandbox", _sandbox, "run the Tower simulator and a proxy wired to it")
-    sandbox.add_argument("--port", type=int, default=8730, help="proxy port (default 8730)")
+    sandbox.add_argument("--port", type=_port, default=8730, help="proxy port (default 8730)")
     sandbox.add_argument(
         "--token-ttl",
         type=int,

@@ -152,6 +152,16 @@ async def test_serve_on_a_unix_socket_in_a_missing_directory_exits_2_naming_it(
     assert "Traceback" not in err + out
 
 
+async def test_sandbox_refuses_a_port_out_of_range_in_one_usage_line(tmp_path):
+    """`sandbox --port 99999`: argparse's usage error, exit 2 (was `unexpected error`, exit 1)."""
+    rc, out, err = await run_cli("sandbox", "--port", "99999")
+    assert rc == 2
+    assert err.splitlines()[-1] == (
+        "tower-proxy sandbox: error: argument --port: expected a port from 0 to 65535, got '99999'"
+    )
+    assert "Traceback" not in err + out
+
+
 async def test_wrong_client_secret_login_fails_cleanly(sandbox, config, tmp_path):
     """Tower's invalid_client is reported in one line, exit 1."""
     path = tmp_path / "c.toml"
