@@ -18,7 +18,9 @@ Invariants:
 - a monitor task keeps the subscription and is the judge of health: Redis
   unreachable makes `problem()` non-None until it has reconnected (with
   backoff) and resubscribed; after a reconnect `changed()` is True once,
-  since notifications may have been missed while away;
+  since notifications may have been missed while away, and so it is after
+  the first subscription when a `load()` came before it (a write between
+  the two was announced to nobody);
 - every Redis failure leaves this module as StoreUnavailable (transient);
   messages name the host, never the password;
 - `close()` is bounded: background tasks stop on a flag as well as on
@@ -126,6 +128,7 @@ class RedisStore:
         self._seen_generation = -1  # generation at the last load(); -1 = never loaded
         self._announced_generation = -1
         self._resync = False
+        self._listening = False
         self._wake = asyncio.Event()
         self._local = asyncio.Lock()
         self._closing = False
@@ -171,6 +174,11 @@ class RedisStore:
     def problem(self) -> str | None:
         self._start_monitor()
         return self._problem
+
+    @property
+    def listening(self) -> bool:
+        """Subscribed: another replica's writes are announced to this one from now on."""
+        return self._listening
 
     async def close(self) -> None:
         """Stop the monitor and disconnect, in at most about CLOSE_TIMEOUT seconds."""
@@ -289,9 +297,11 @@ class RedisStore:
                     await pubsub.subscribe(self._channel)
                     await self._redis().ping()
                     self._mark_up()
+                    self._subscribed()
                     delay = _RECONNECT_START
                     await self._listen(pubsub)
                 finally:
+                    self._listening = False
                     with contextlib.suppress(RedisError, OSError):
                         await pubsub.aclose()
             except (RedisError, OSError) as exc:
@@ -331,6 +341,11 @@ class RedisStore:
                 hint="not ready and no refresh until it answers; reconnecting with backoff",
             )
         self._problem = reason
+
+    def _subscribed(self) -> None:
+        self._listening = True
+        if self._seen_generation != -1:  # loaded before: a write since went unannounced
+            self._resync = True
 
     def _mark_up(self) -> None:
         if self._problem is not None:

@@ -84,8 +84,8 @@ async def test_another_replicas_write_is_announced_by_pub_sub(replicas):
     """`changed()` turns True from the notification alone, then False after a load."""
     a, b = replicas(), replicas()
     await a.save(token_set(1), expected_generation=0)
+    await _listening(b)  # before its first load: nothing it loads can go unannounced
     await b.load()
-    await wait_until(lambda: _settled(b))
     assert not b.changed()
     await a.save(token_set(2), expected_generation=1)
 
@@ -98,8 +98,30 @@ async def test_another_replicas_write_is_announced_by_pub_sub(replicas):
     assert not b.changed()
 
 
-async def _settled(store: RedisStore) -> bool:
-    return store.problem() is None and store._monitor is not None
+async def test_a_write_between_the_first_load_and_the_subscription_is_not_missed(replicas):
+    """A replica loads (its subscription still under way) while another writes: whichever
+    came first, `changed()` turns True — announced, or the resync after subscribing."""
+    a, b = replicas(), replicas()
+    await a.save(token_set(1), expected_generation=0)
+    await b.load()
+    await a.save(token_set(2), expected_generation=1)
+    await _listening(b)
+
+    async def noticed() -> bool:
+        return b.changed()
+
+    await wait_until(noticed)
+    loaded = await b.load()
+    assert loaded is not None and loaded.generation == 2
+
+
+async def _listening(store: RedisStore) -> None:
+    """Until `store` is subscribed (asking for its problem starts its monitor)."""
+
+    async def subscribed() -> bool:
+        return store.problem() is None and store.listening
+
+    await wait_until(subscribed)
 
 
 async def test_only_one_replica_holds_the_refresh_lock(replicas):
