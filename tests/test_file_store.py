@@ -9,7 +9,9 @@ import subprocess
 import sys
 import textwrap
 
-from proxy.errors import StoreUnavailable
+import pytest
+
+from proxy.errors import StoreError, StoreUnavailable
 from proxy.tokens import FileStore, TokenSet
 
 
@@ -33,6 +35,29 @@ async def test_save_is_compare_and_set_on_generation(tmp_path):
     assert not await store.save(_token(2), expected_generation=2)  # not newer
     loaded = await store.load()
     assert loaded is not None and loaded.generation == 2
+
+
+async def test_a_corrupt_file_or_a_directory_is_a_store_error_naming_the_path(tmp_path):
+    """Neither leaves the store as a bare OSError; the message names the path and, for a
+    file of ours gone bad, the way out; `delete` removes the file but not a directory."""
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    store = FileStore(corrupt)
+    with pytest.raises(StoreError) as raised:
+        await store.load()
+    assert str(raised.value) == (
+        f"{corrupt}: stored token set is unreadable (JSONDecodeError); "
+        "`tower-proxy logout` removes it"
+    )
+    assert await store.delete() and not corrupt.exists()
+    directory = tmp_path / "token.json"
+    directory.mkdir()
+    store = FileStore(directory)
+    with pytest.raises(StoreError, match=r"^cannot read .*: not a regular file$"):
+        await store.load()
+    with pytest.raises(StoreError, match=r"^cannot remove .*: Is a directory$"):
+        await store.delete()
+    assert directory.is_dir()
 
 
 async def test_file_and_directory_modes(tmp_path):

@@ -59,6 +59,8 @@ class FileStore:
                 self.path.unlink()
             except FileNotFoundError:
                 return False
+            except OSError as exc:  # a directory, say: not something to remove for the user
+                raise StoreError(f"cannot remove {self.path}: {exc.strerror}") from None
             self._seen = None
             return True
 
@@ -132,12 +134,18 @@ class FileStore:
             return None
         except OSError as exc:
             raise StoreError(f"cannot read {self.path}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a directory opens, then refuses to be read
+            os.close(fd)
+            raise StoreError(f"cannot read {self.path}: not a regular file")
         with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
             self._repair_mode(fh.fileno(), st.st_mode)
             data = fh.read()
         self._seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-        return TokenSet.from_json(data)
+        try:
+            return TokenSet.from_json(data)
+        except StoreError as exc:  # the file is ours to remove: `logout` does that
+            raise StoreError(f"{self.path}: {exc}; `tower-proxy logout` removes it") from None
 
     def _repair_mode(self, fd: int, mode: int) -> None:
         if stat.S_IMODE(mode) & 0o077:
