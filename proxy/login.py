@@ -26,13 +26,19 @@ Ask = Callable[[str], Awaitable[str]]
 
 
 def code_from_input(text: str, *, expected_state: str | None = None) -> str:
-    """A bare code, or the `code` of a pasted redirect URL (checking `state`)."""
+    """A bare code, or the `code` of a pasted redirect URL or query (checking `state`).
+
+    A URL is always read as one: the browser's `?error=access_denied` must not
+    be sent to the token endpoint as if it were a code."""
     text = text.strip()
-    if "code=" not in text:
-        if not text:
-            raise OAuthError("invalid_request", "no authorization code given")
-        return text
-    query = URL(text).query if "://" in text or text.startswith("?") else URL("?" + text).query
+    if not text:
+        raise OAuthError("invalid_request", "no authorization code given")
+    if "://" in text or text.startswith("?"):
+        query = URL(text).query
+    elif "code=" in text or "error=" in text:
+        query = URL("?" + text).query
+    else:
+        return text  # a bare code
     if "error" in query:
         raise OAuthError(query["error"], query.get("error_description", ""))
     state = query.get("state")

@@ -67,6 +67,19 @@ async def test_login_redirect_url_flag(sandbox, config, tmp_path):
     assert rc == 0, err
 
 
+async def test_login_with_a_denied_redirect_url_says_so_and_stores_nothing(
+    sandbox, config, tmp_path
+):
+    """The URL the browser lands on after Deny carries `error`, no code: login reports it
+    (before, having no `code=`, the whole URL went to the token endpoint as a code)."""
+    path = str(write_config(config, tmp_path / "c.toml"))
+    denied = "https://localhost/callback?error=access_denied&error_description=denied+by+user"
+    rc, out, err = await run_cli("login", "--config", path, "--redirect-url", denied)
+    assert rc == 1
+    assert err.splitlines()[-1] == "tower-proxy: access_denied: denied by user"
+    assert not config.token_path.exists() and "Traceback" not in err + out
+
+
 async def test_login_handles_otp_required(make_sandbox, tmp_path):
     """A two-factor account: login asks for the one-time code and succeeds."""
     sandbox = await make_sandbox(otp_code="424242")
