@@ -357,6 +357,16 @@ def parse_listen(value: str) -> TcpAddress | UnixAddress:
     return TcpAddress(host, port)
 
 
+def cannot_listen(key: str, address: TcpAddress | UnixAddress, exc: OSError) -> ConfigError:
+    """The error for a listen address the OS refused (in use, no such directory), naming `key`."""
+    where = (
+        f"unix:{address.path}"
+        if isinstance(address, UnixAddress)
+        else f"{address.host}:{address.port}"
+    )
+    return ConfigError(f"{key}: cannot listen on {where}: {exc.strerror}")
+
+
 def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True

@@ -26,7 +26,7 @@ import structlog
 from . import log as proxy_log
 from .admin import Lifecycle
 from .app import ProxyApp
-from .config import TcpAddress, UnixAddress
+from .config import TcpAddress, UnixAddress, cannot_listen
 from .errors import ConfigError
 from .http_server import Handler, HttpServer
 from .limits import ConnectionGate, ServerLimits
@@ -73,9 +73,7 @@ async def listen(
         try:
             server = await loop.create_unix_server(http, address.path, backlog=1024)
         except OSError as exc:  # no such directory, not ours to write
-            raise ConfigError(
-                f"{key}: cannot listen on unix:{address.path}: {exc.strerror}"
-            ) from None
+            raise cannot_listen(key, address, exc) from None
         finally:
             os.umask(old_umask)
         return Listener(server, http)
@@ -85,9 +83,7 @@ async def listen(
             http, address.host, address.port, backlog=1024, reuse_port=reuse_port or None
         )
     except OSError as exc:
-        raise ConfigError(
-            f"{key}: cannot listen on {address.host}:{address.port}: {exc.strerror}"
-        ) from None
+        raise cannot_listen(key, address, exc) from None
     return Listener(server, http)
 
 

@@ -24,8 +24,7 @@ import socket
 from collections.abc import Callable
 
 from . import log
-from .config import TcpAddress
-from .errors import ConfigError
+from .config import TcpAddress, cannot_listen
 
 ServeOne = Callable[[TcpAddress], int]
 
@@ -40,8 +39,7 @@ def reserve_port(address: TcpAddress) -> tuple[socket.socket, TcpAddress]:
         sock.bind((address.host, address.port))
     except OSError as exc:  # in use, not ours to bind: as one process says it
         sock.close()
-        where = f"{address.host}:{address.port}"
-        raise ConfigError(f"server.listen: cannot listen on {where}: {exc.strerror}") from None
+        raise cannot_listen("server.listen", address, exc) from None
     return sock, TcpAddress(address.host, sock.getsockname()[1])
 
 
