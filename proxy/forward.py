@@ -13,11 +13,11 @@ import itertools
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
+from mypy_extensions import mypyc_attr
 
 from .body import BodyTooLarge, ReplayableBody
 from .errors import (
@@ -72,6 +72,7 @@ class Exchange:
         return cls(request_id, request.path, time.perf_counter())
 
 
+@mypyc_attr(native_class=False)  # a builtin exception's subclass
 class StreamAborted(ConnectionError):
     """Tower's body broke off after the head went to the client (args: the reason)."""
 
@@ -240,23 +241,37 @@ class Forwarder:
         return Response(
             upstream.status,
             headers,
-            _relay_chunks(upstream, head),
+            _RelayedChunks(upstream, head),
             reason=upstream.reason,
             content_length=upstream.content_length,
             release=upstream.release,
         )
 
 
-async def _relay_chunks(upstream: UpstreamResponse, head: bytes) -> AsyncIterator[bytes]:
-    if head:
-        yield head
-    try:
-        async for chunk in upstream:
-            yield chunk
-    except (BrokenResponse, TimeoutError) as exc:  # UpstreamTimeout is a TimeoutError
-        # The status line is gone already: the server cuts the connection so the
-        # client sees a truncated body, not a complete-looking one.
-        raise StreamAborted(type(exc).__name__) from None
+class _RelayedChunks:
+    """Tower's body chunks after `head` (what was read already); a break in them
+    is a StreamAborted.  A class, not an async generator: mypyc compiles these."""
+
+    __slots__ = ("_head", "_upstream")
+
+    def __init__(self, upstream: UpstreamResponse, head: bytes) -> None:
+        self._upstream = upstream
+        self._head = head
+
+    def __aiter__(self) -> _RelayedChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        head = self._head
+        if head:
+            self._head = b""
+            return head
+        try:
+            return await self._upstream.__anext__()
+        except (BrokenResponse, TimeoutError) as exc:  # UpstreamTimeout is a TimeoutError
+            # The status line is gone already: the server cuts the connection so the
+            # client sees a truncated body, not a complete-looking one.
+            raise StreamAborted(type(exc).__name__) from None
 
 
 class _Bearer:

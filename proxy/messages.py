@@ -15,11 +15,12 @@ import asyncio
 import http
 import json
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
 from multidict import CIMultiDict, CIMultiDictProxy
+from mypy_extensions import mypyc_attr
 
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 BODY_HIGH_WATER = 512 * 1024  # buffered request-body bytes before reading pauses
@@ -59,6 +60,7 @@ class Response:
         return self.content_length
 
 
+@mypyc_attr(native_class=False)  # a builtin exception's subclass
 class ClientGone(ConnectionError):
     """The client closed its connection before the answer was written."""
 
@@ -150,15 +152,14 @@ class RequestBody:
     def is_eof(self) -> bool:
         return self._eof and not self._buffer
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
+    def __aiter__(self) -> RequestBody:
+        return self
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self.read_chunk()
-            if not chunk:
-                return
-            yield chunk
+    async def __anext__(self) -> bytes:
+        chunk = await self.read_chunk()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def read_chunk(self) -> bytes:
         """The next chunk, b"" at the end of the body."""

@@ -54,6 +54,7 @@ from typing import Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from multidict import CIMultiDict, CIMultiDictProxy, istr
+from mypy_extensions import mypyc_attr
 from yarl import URL
 
 READ_SIZE: Final = 64 * 1024  # the most one socket read hands the parser
@@ -71,14 +72,19 @@ _CONNECTION: Final = istr("Connection")
 _REASONS: Final = {status.phrase.encode("latin-1"): status.phrase for status in HTTPStatus}
 
 
+# Plain Python classes when compiled (mypyc): UpstreamTimeout is also a
+# TimeoutError, and a compiled class cannot derive from that builtin.
+@mypyc_attr(native_class=False)
 class UpstreamError(Exception):
     """Root of this module's errors."""
 
 
+@mypyc_attr(native_class=False)
 class ConnectFailed(UpstreamError):
     """TCP/TLS/tunnel connect failed (nothing was sent)."""
 
 
+@mypyc_attr(native_class=False)
 class ConnectionLost(UpstreamError):
     """The connection closed or reset before any byte of the response head arrived."""
 
@@ -89,10 +95,12 @@ class ConnectionLost(UpstreamError):
         self.reused = reused
 
 
+@mypyc_attr(native_class=False)
 class UpstreamTimeout(UpstreamError, TimeoutError):
     """connect or read timeout"""
 
 
+@mypyc_attr(native_class=False)
 class BrokenResponse(UpstreamError):
     """malformed response, or the connection died mid-body"""
 
