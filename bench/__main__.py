@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
     parser.add_argument("--note", default="", help="a sentence for the report (e.g. other load)")
     parser.add_argument(
+        "--pure-product",
+        type=Path,
+        help="a venv with the plain-Python wheel, measured as tower-proxy-pure "
+        "(bench/run makes bench/.venv-pure)",
+    )
+    parser.add_argument(
         "--product",
         type=Path,
         default=DEV_VENV,
@@ -134,7 +140,13 @@ def _product(venv: Path) -> str:
     if venv.resolve() == DEV_VENV.resolve():
         return "the development venv (.venv, editable install with the test tools)"
     where = venv.relative_to(ROOT) if venv.is_relative_to(ROOT) else venv
-    return f"installed as a user gets it ({where}: a wheel, runtime dependencies only)"
+    kind = "the compiled wheel" if _compiled(venv) else "a wheel"
+    return f"installed as a user gets it ({where}: {kind}, runtime dependencies only)"
+
+
+def _compiled(venv: Path) -> bool:
+    """Whether `venv`'s proxy package holds mypyc's compiled modules (scripts/wheel)."""
+    return any(venv.glob("lib/python*/site-packages/proxy/upstream.*.so"))
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -149,7 +161,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # The smoke test points --logs at the suite's log directory, where every
     # line is scanned for leaked secrets; hence flat `bench-*.log` files.
     logs.mkdir(parents=True, exist_ok=True)
-    stack = Stack(work=work, logs=logs, product=args.product.resolve())
+    pure = args.pure_product.resolve() if args.pure_product else None
+    stack = Stack(work=work, logs=logs, product=args.product.resolve(), pure=pure)
     results: dict[str, object] = {"settings": _as_dict(settings), "note": args.note}
     load_before = os.getloadavg()[0]
     try:
@@ -189,13 +202,15 @@ def _measure(
     proxies = {"nginx-proxy": nginx_proxy.pid}  # the process trees whose CPU is counted
     token_path = stack.work / "main" / "token.json"
     write_token_file(token_path)
-    legs = [
-        ("tower-proxy", 0, "info"),
+    legs: list[tuple[str, int, str, Path | None]] = [
+        ("tower-proxy", 0, "info", None),
         # The same without the per-request log line: what that line costs.
-        ("tower-proxy-nolog", 0, "warning"),
-        (f"tower-proxy-{args.workers}w", args.workers, "info"),
+        ("tower-proxy-nolog", 0, "warning", None),
+        (f"tower-proxy-{args.workers}w", args.workers, "info", None),
     ]
-    for name, workers, level in legs:
+    if stack.pure is not None:  # what a machine without a compiler runs
+        legs.append(("tower-proxy-pure", 0, "info", stack.pure))
+    for name, workers, level, venv in legs:
         if workers and not _workers_supported():
             continue
         port = free_port()
@@ -208,7 +223,7 @@ def _measure(
             workers=workers,
             log_level=level,
         )
-        proc, _ = start_tower_proxy(stack, name, config, port)
+        proc, _ = start_tower_proxy(stack, name, config, port, venv=venv)
         targets[name] = f"http://127.0.0.1:{port}"
         proxies[name] = proc.pid
         if not workers:

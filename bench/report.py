@@ -114,11 +114,12 @@ def _cpu_rows(tp: dict[str, Any]) -> list[tuple[str, str, str]]:
         other = entry.get("cpu_us_per_request")
         if not own or not other or name in ("tower-proxy", "tower-proxy-nolog"):
             continue
-        label = (
-            f"{name}: CPU per request vs 1 process"
-            if name.startswith("tower-proxy-")
-            else f"CPU per request: {name}'s ÷ tower-proxy's"
-        )
+        if name == "tower-proxy-pure":
+            label = f"{name}: CPU per request vs the compiled wheel"
+        elif name.startswith("tower-proxy-"):
+            label = f"{name}: CPU per request vs 1 process"
+        else:
+            label = f"CPU per request: {name}'s ÷ tower-proxy's"
         rows.append((label, f"{other / own:.2f}×", "(information)"))
     return rows
 
@@ -258,6 +259,8 @@ median over rounds — not the absolute numbers.
   upstream pool — the reference); **tower-proxy** (`tower-proxy serve`, default settings, JSON
   canonical log line per request written to a file); **tower-proxy-nolog** (the same with
   `log.level = "warning"`: no per-request line); **tower-proxy-Nw** (`[server] workers = N`);
+  **tower-proxy-pure** (the plain-Python wheel, what a machine without a C compiler installs;
+  the other tower-proxy rows run the compiled wheel when the product line above says so);
   **plain-aiohttp** (`bench/plain_proxy.py`, a minimal streaming proxy); **mitmproxy**
   (`mitmdump --mode reverse:` with `bench/mitm_addon.py`; left out of the download);
   **python-floor** (`bench/floor_proxy.py`: a yardstick, not a rival — protocol callbacks on

@@ -102,6 +102,9 @@ class Stack:
     # (httpie brings rich, which structlog imports), and with
     # PYTHONDONTWRITEBYTECODE an editable install compiles at every start.
     product: Path = DEV_VENV
+    # A venv with the plain-Python wheel (no compiler at install), measured
+    # beside the compiled one when given.
+    pure: Path | None = None
     procs: list[Proc] = field(default_factory=list)
 
     @property
@@ -316,10 +319,13 @@ format = "json"
     return path
 
 
-def start_tower_proxy(stack: Stack, name: str, config: Path, port: int) -> tuple[Proc, float]:
-    """`tower-proxy serve`; returns it and the seconds from spawn to ready."""
+def start_tower_proxy(
+    stack: Stack, name: str, config: Path, port: int, *, venv: Path | None = None
+) -> tuple[Proc, float]:
+    """`tower-proxy serve` (the product's, or `venv`'s); returns it and the seconds to ready."""
     started = time.monotonic()
-    proc = stack.spawn(name, [*stack.tower_proxy, "serve", "--config", str(config)], port)
+    command = [str(venv / "bin" / "tower-proxy")] if venv else stack.tower_proxy
+    proc = stack.spawn(name, [*command, "serve", "--config", str(config)], port)
     wait_for_http(proc, "/-/readyz")
     return proc, time.monotonic() - started
 

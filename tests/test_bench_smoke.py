@@ -30,9 +30,11 @@ def test_bench_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
         pytest.skip(
             f"benchmark tools not installed: {', '.join(missing)} (scripts/setup.d/30-bench.sh)"
         )
+    # The test venv stands in for the plain-Python wheel's (bench/run makes that one).
+    venv = str(Path(PYTHON).parent.parent)
     result = subprocess.run(
         [PYTHON, "-m", "bench", "--tiny", "--no-mitm", "--out", str(tmp_path),
-         "--logs", str(LOG_DIR), "--work", str(tmp_path / "work")],
+         "--logs", str(LOG_DIR), "--work", str(tmp_path / "work"), "--pure-product", venv],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -44,7 +46,13 @@ def test_bench_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "benchmarks.json").read_text())
     for scenario in ("throughput", "latency", "streaming", "distant", "storm", "footprint"):
         assert scenario in results, scenario
-    for proxy in ("nginx-proxy", "tower-proxy", "plain-aiohttp", "python-floor"):
+    for proxy in (
+        "nginx-proxy",
+        "tower-proxy",
+        "tower-proxy-pure",
+        "plain-aiohttp",
+        "python-floor",
+    ):
         assert results["throughput"][proxy]["bad"] == 0, proxy  # every answer a 2xx
         assert results["throughput"][proxy]["cpu_us_per_request"] > 0, proxy  # CPU counted
         assert results["latency"][proxy]["bad"] == 0, proxy
