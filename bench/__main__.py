@@ -1,6 +1,6 @@
 """`python -m bench` (or `bench/run`): tower-proxy measured side by side.
 
-    bench/run                 the full run (~10 min): prints the ratios, writes
+    bench/run                 the full run (~20 min): prints the ratios, writes
                               docs/benchmarks.md and docs/benchmarks.png
     bench/run --tiny          seconds; every scenario once, small sizes (the smoke test)
 
@@ -276,7 +276,7 @@ def _measure(
 def _hot_path(stack: Stack, settings: Settings) -> dict[str, object]:
     """(7) µs of CPU per proxied request in-process, without sockets (bench/hot_path.py)."""
     requests = 2000 if settings.rounds == 1 and settings.seconds <= 1 else 20000
-    out: dict[str, object] = {"requests": requests}
+    out: dict[str, object] = {"requests": requests, "build": hot_path.build()}
     for level in ("info", "warning"):
         rounds = hot_path.measure(
             requests=requests, rounds=max(3, settings.rounds), log_level=level, work=stack.work

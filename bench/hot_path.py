@@ -40,6 +40,7 @@ import uvloop
 from multidict import CIMultiDict
 
 from proxy import log as proxy_log
+from proxy import upstream
 from proxy.app import ProxyApp, create_app
 from proxy.config import Config, load_config
 from proxy.forward import Exchange
@@ -173,6 +174,11 @@ async def _drive(app: ProxyApp, config: Config, count: int, layer: str) -> float
     return elapsed / count * 1e6
 
 
+def build() -> str:
+    """Which build of the proxy this process imports: "compiled" (mypyc) or "plain Python"."""
+    return "compiled" if upstream.__file__ and upstream.__file__.endswith(".so") else "plain Python"
+
+
 def _round(config: Path, count: int, layer: str) -> float:
     return uvloop.run(_run(config, count, layer), loop_factory=_InMemoryLoop)
 
@@ -212,7 +218,7 @@ def main() -> None:
     results = measure(requests=args.requests, rounds=args.rounds, **options)
     print(f"{statistics.median(results):.1f} µs per request (rounds: "
           f"{', '.join(f'{r:.1f}' for r in results)}; log.level = {args.log_level}; "
-          f"up to the {args.layer} layer)")  # fmt: skip
+          f"up to the {args.layer} layer; {build()})")  # fmt: skip
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()

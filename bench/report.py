@@ -213,6 +213,7 @@ def _details(results: dict[str, Any]) -> str:
     if hot:
         lines.append(
             f"- CPU per proxied request, in-process without sockets (`python -m bench.hot_path`, "
+            f"the {hot.get('build', 'plain Python')} modules of the benchmark's own venv, "
             f"{hot['requests']} requests a round, median of rounds): {hot['info']['median_us']:.1f} µs "
             f"with the canonical log line, {hot['warning']['median_us']:.1f} µs without it."
         )
