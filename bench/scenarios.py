@@ -274,10 +274,14 @@ def storm(stack: Stack, settings: Settings) -> dict[str, object]:
     )
     proxy, _ = start_tower_proxy(stack, "tower-proxy-storm", config, port)
     asyncio.run(_concurrent(f"http://127.0.0.1:{port}{STORM_PATH}", 1, {}))  # warm
-    rounds = [_storm_round(base, port, token_path, settings) for _ in range(settings.rounds)]
+    rounds = [
+        _storm_round(base, proxy.pid, port, token_path, settings) for _ in range(settings.rounds)
+    ]
     stack.stop(proxy)
     stack.stop(sandbox)
-    p99, direct, rtt = (_median([r[key] for r in rounds]) for key in ("p99", "direct", "rtt"))
+    p99, direct, valid, rtt, cpu = (
+        _median([r[key] for r in rounds]) for key in ("p99", "direct", "valid", "rtt", "cpu_ms")
+    )
     return {
         "requests": settings.storm_requests,
         "rounds": len(rounds),
@@ -288,29 +292,37 @@ def storm(stack: Stack, settings: Settings) -> dict[str, object]:
         "p99_rounds_ms": [r["p99"] for r in rounds],
         "upstream_p99_ms": direct,
         "upstream_p99_rounds_ms": [r["direct"] for r in rounds],
+        # The same burst through the proxy before the revoke: what the proxy alone adds.
+        "valid_p99_ms": valid,
+        "proxy_cpu_ms": cpu,  # the proxy's CPU for the revoked burst
         "token_round_trip_ms": rtt,
         "budget_ms": direct + rtt + 20,
     }
 
 
-def _storm_round(base: str, port: int, token_path: Path, settings: Settings) -> dict[str, float]:
+def _storm_round(
+    base: str, pid: int, port: int, token_path: Path, settings: Settings
+) -> dict[str, float]:
     token = json.loads(token_path.read_text())["access_token"]  # the proxy's latest refresh
+    burst = settings.storm_requests
     direct, _ = asyncio.run(
-        _concurrent(
-            base + STORM_PATH, settings.storm_requests, {"Authorization": f"Bearer {token}"}
-        )
+        _concurrent(base + STORM_PATH, burst, {"Authorization": f"Bearer {token}"})
     )
+    through = f"http://127.0.0.1:{port}{STORM_PATH}"
+    valid, _ = asyncio.run(_concurrent(through, burst, {}))
     rtt = _token_round_trip(base)
     before = _counts(base)
     _control(base, "POST", "/_sandbox/revoke", {})
-    latencies, failed = asyncio.run(
-        _concurrent(f"http://127.0.0.1:{port}{STORM_PATH}", settings.storm_requests, {})
-    )
+    cpu_before = cpu_seconds(pid)
+    latencies, failed = asyncio.run(_concurrent(through, burst, {}))
+    cpu = cpu_seconds(pid) - cpu_before
     after = _counts(base)
     return {
         "p99": _p99(latencies),
         "direct": _p99(direct),
+        "valid": _p99(valid),
         "rtt": rtt,
+        "cpu_ms": cpu * 1000,
         "refreshes": after[0] - before[0],
         "upstream_401s": after[1] - before[1],
         "failed": sum(failed.values()),
