@@ -179,10 +179,6 @@ def build() -> str:
     return "compiled" if upstream.__file__ and upstream.__file__.endswith(".so") else "plain Python"
 
 
-def _round(config: Path, count: int, layer: str) -> float:
-    return uvloop.run(_run(config, count, layer), loop_factory=_InMemoryLoop)
-
-
 def measure(
     *, requests: int, rounds: int, log_level: str, work: Path, layer: str = "app"
 ) -> list[float]:
