@@ -76,7 +76,10 @@ def _port(text: str) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"tower-proxy: {logging_setup.SECRETS.scrub(message)}", file=sys.stderr)
+    # One write, newline included: `serve` workers failing at once share stderr, and
+    # print()'s two writes (unbuffered under PYTHONUNBUFFERED) could interleave.
+    sys.stderr.write(f"tower-proxy: {logging_setup.SECRETS.scrub(message)}\n")
+    sys.stderr.flush()
 
 
 def _parser() -> argparse.ArgumentParser:
