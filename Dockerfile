@@ -45,7 +45,7 @@ RUN python3 -m venv /opt/tower-proxy \
  && HATCH_BUILD_HOOK_ENABLE_MYPYC=1 /opt/tower-proxy/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && set -- /wheels/tower_proxy-*.whl \
  && /opt/tower-proxy/bin/pip install "$1[redis,speed]" \
- && /opt/tower-proxy/bin/python -c 'import proxy.upstream as m; assert m.__file__.endswith(".so")' \
+ && /opt/tower-proxy/bin/python -c 'import proxy; assert proxy.compiled()' \
  && /opt/tower-proxy/bin/tower-proxy --help > /dev/null
 
 # -- runtime -------------------------------------------------------------------

@@ -39,8 +39,8 @@ from typing import Any
 import uvloop
 from multidict import CIMultiDict
 
+import proxy
 from proxy import log as proxy_log
-from proxy import upstream
 from proxy.app import ProxyApp, create_app
 from proxy.config import Config, load_config
 from proxy.forward import Exchange
@@ -176,7 +176,7 @@ async def _drive(app: ProxyApp, config: Config, count: int, layer: str) -> float
 
 def build() -> str:
     """Which build of the proxy this process imports: "compiled" (mypyc) or "plain Python"."""
-    return "compiled" if upstream.__file__ and upstream.__file__.endswith(".so") else "plain Python"
+    return "compiled" if proxy.compiled() else "plain Python"
 
 
 def measure(

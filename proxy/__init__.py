@@ -11,3 +11,10 @@ def version() -> str:
         return metadata.version("tower-proxy")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def compiled() -> bool:
+    """Whether this is the compiled build (mypyc, `scripts/wheel`) rather than plain Python."""
+    from . import upstream  # one of the compiled modules
+
+    return (upstream.__file__ or "").endswith(".so")

@@ -8,8 +8,5 @@ cd "$(dirname "$0")/../.."
 source scripts/setup.d/lib.sh
 
 headers="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
-if command -v cc >/dev/null && [ -e "$headers" ]; then
-  exit 0
-fi
 command -v cc >/dev/null || apt_install gcc libc6-dev
 [ -e "$headers" ] || apt_install python3-dev
